@@ -1,0 +1,1 @@
+"""DCGAN on MNIST with PyTorch Lightning and Hydra."""

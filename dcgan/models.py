@@ -1,0 +1,70 @@
+"""The two networks, sized for 28x28x1 MNIST digits.
+
+The layouts follow the DCGAN paper (Radford et al., 2015) scaled down to
+MNIST: the generator upsamples 1x1 -> 7x7 -> 14x14 -> 28x28 with transposed
+convolutions, the discriminator mirrors it with strided convolutions.
+"""
+
+import torch
+from torch import nn
+
+
+class Generator(nn.Module):
+    """Maps a latent vector z of shape (N, latent_dim) to images in [-1, 1] of shape (N, 1, 28, 28)."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 64):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            # z, seen as a 1x1 image -> (2*width) x 7 x 7
+            nn.ConvTranspose2d(latent_dim, 2 * width, kernel_size=7, stride=1, padding=0, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(inplace=True),
+            # -> width x 14 x 14
+            nn.ConvTranspose2d(2 * width, width, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            # -> 1 x 28 x 28; tanh matches the data's [-1, 1] scaling
+            nn.ConvTranspose2d(width, 1, kernel_size=4, stride=2, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.size(0), self.latent_dim, 1, 1))
+
+
+class Discriminator(nn.Module):
+    """Maps images of shape (N, 1, 28, 28) to one real-vs-fake logit each, shape (N,)."""
+
+    def __init__(self, width: int = 64, dropout: float = 0.3):
+        super().__init__()
+        self.net = nn.Sequential(
+            # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
+            nn.Conv2d(1, width, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Dropout(dropout),
+            # -> (2*width) x 7 x 7
+            nn.Conv2d(width, 2 * width, kernel_size=4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Dropout(dropout),
+            # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
+            nn.Conv2d(2 * width, 1, kernel_size=7, stride=1, padding=0),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(-1)
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0.
+
+    Use as `net.apply(init_dcgan_weights)`.
+    """
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)

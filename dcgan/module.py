@@ -1,0 +1,120 @@
+"""The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from dcgan.models import Discriminator, Generator, init_dcgan_weights
+
+
+def instance_noise_std(step: int, initial_std: float, anneal_steps: int) -> float:
+    """Std of the Gaussian noise added to D's inputs: `initial_std` at step 0, linearly down to 0 at `anneal_steps`.
+
+    Instance noise (Sonderby et al., 2016) blurs the real and fake distributions
+    early on, so that D cannot separate them perfectly and G still gets gradients.
+    """
+    if anneal_steps <= 0:
+        return 0.0
+    return initial_std * max(0.0, 1.0 - step / anneal_steps)
+
+
+class DCGAN(pl.LightningModule):
+    """DCGAN with the stabilisation tricks of the reference script, each switchable.
+
+    One training step is one batch: one discriminator update on real vs detached
+    fake images, then one generator update with the non-saturating loss
+    -log D(G(z)). Lightning's `global_step` counts optimizer steps, so it
+    advances by 2 per training step; `self.step` counts training steps.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        g_width: int = 64,
+        d_width: int = 64,
+        d_dropout: float = 0.3,
+        lr: float = 2e-4,
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.999),
+        label_smoothing: tuple[float, float] | None = (0.8, 1.0),
+        instance_noise_std: float = 0.1,
+        instance_noise_anneal_steps: int = 5000,
+        num_fixed_samples: int = 64,
+        fixed_noise_seed: int = 1234,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = Generator(latent_dim, g_width)
+        self.discriminator = Discriminator(d_width, d_dropout)
+        self.generator.apply(init_dcgan_weights)
+        self.discriminator.apply(init_dcgan_weights)
+        # The same latent points every time, so that sample grids show progress rather than new draws.
+        # A buffer, so it is saved in (and restored from) checkpoints.
+        fixed = torch.randn(num_fixed_samples, latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed))
+        self.register_buffer("fixed_noise", fixed)
+
+    @property
+    def step(self) -> int:
+        """Training steps done: each is one D update plus one G update."""
+        return self.global_step // 2
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def real_targets(self, n: int) -> torch.Tensor:
+        """Targets for real images: one-sided label smoothing draws each from U(low, high); off, they are all 1."""
+        if self.hparams.label_smoothing is None:
+            return torch.ones(n, device=self.device)
+        low, high = self.hparams.label_smoothing
+        return torch.empty(n, device=self.device).uniform_(low, high)
+
+    def with_instance_noise(self, images: torch.Tensor) -> torch.Tensor:
+        std = instance_noise_std(self.step, self.hparams.instance_noise_std, self.hparams.instance_noise_anneal_steps)
+        return images + std * torch.randn_like(images) if std > 0 else images
+
+    def training_step(self, batch, batch_idx):
+        real, _ = batch
+        n = real.size(0)
+        opt_g, opt_d = self.optimizers()
+        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device))
+
+        # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
+        # G's output is detached, so this step computes no gradients for G.
+        with self.toggled_optimizer(opt_d):
+            logits_real = self.discriminator(self.with_instance_noise(real))
+            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()))
+            loss_d = F.binary_cross_entropy_with_logits(
+                logits_real, self.real_targets(n)
+            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+
+        # Generator: non-saturating loss, i.e. make D call the fakes real (target 1).
+        # toggled_optimizer turns off requires_grad on D's weights, so D gets no gradients here.
+        with self.toggled_optimizer(opt_g):
+            logits_gen = self.discriminator(self.with_instance_noise(fake))
+            loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(loss_g)
+            opt_g.step()
+
+        self.log_dict(
+            {
+                "loss/d": loss_d.detach(),
+                "loss/g": loss_g.detach(),
+                "d/real": torch.sigmoid(logits_real.detach()).mean(),
+                "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
+            },
+            prog_bar=True,
+        )
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr_g = hp.lr if hp.lr_g is None else hp.lr_g
+        lr_d = hp.lr if hp.lr_d is None else hp.lr_d
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=tuple(hp.betas))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=tuple(hp.betas))
+        return opt_g, opt_d

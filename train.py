@@ -64,7 +64,8 @@ def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
+    model = instantiate(cfg.model, _convert_="all")
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)

@@ -1,0 +1,78 @@
+"""Every option of every config group composes, and the composed configs instantiate."""
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from dcgan.callbacks import SampleGrid
+from dcgan.data import MNISTDataModule
+from dcgan.module import DCGAN
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")
+
+
+def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "group,option", [(group, option) for group in GROUPS for option in group_options(group)]
+)
+def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
+    cfg = compose_config(f"{group}={option}", output_dir=str(tmp_path))
+    assert isinstance(instantiate(cfg.model), DCGAN)
+    assert isinstance(instantiate(cfg.data), MNISTDataModule)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    assert any(isinstance(c, SampleGrid) for c in callbacks)
+    assert any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
+    logger = instantiate(cfg.logger)
+    if cfg.trainer.accelerator in ("cpu", "auto"):  # a gpu trainer cannot be built on a machine without one
+        trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+        assert isinstance(trainer, pl.Trainer)
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert group_options(group), f"conf/{group}/ is empty"
+
+
+def test_accelerator_gpu_override_reaches_the_trainer():
+    cfg = compose_config("trainer.accelerator=gpu")
+    assert cfg.trainer.accelerator == "gpu"
+    trainer_factory = instantiate(cfg.trainer, _partial_=True)
+    assert trainer_factory.func is pl.Trainer
+    assert trainer_factory.keywords["accelerator"] == "gpu"
+
+
+def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
+    assert compose_config("trainer=gpu").trainer.precision == "bf16-mixed"
+    assert compose_config("trainer=gpu").trainer.accelerator == "gpu"
+    assert compose_config("trainer=cpu").trainer.accelerator == "cpu"
+    assert compose_config("trainer=ddp").trainer.strategy == "ddp"
+
+
+def test_lr_sets_both_learning_rates_unless_each_is_given():
+    cfg = compose_config("model.lr=1e-3")
+    assert (cfg.model.lr_g, cfg.model.lr_d) == (1e-3, 1e-3)
+    cfg = compose_config("model.lr=1e-3", "model.lr_d=4e-4")
+    assert (cfg.model.lr_g, cfg.model.lr_d) == (1e-3, 4e-4)
+    opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
+    assert opt_g.param_groups[0]["lr"] == 1e-3 and opt_d.param_groups[0]["lr"] == 4e-4
+    assert opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+def test_seed_repro_is_the_reference_setup():
+    cfg = compose_config("experiment=seed_repro")
+    assert cfg.trainer.max_epochs == 150
+    assert cfg.callbacks.checkpoint.every_n_epochs == 5
+    assert cfg.callbacks.sample_grid.every_n_epochs == 10
+    assert cfg.model.lr == 2e-4 and cfg.data.batch_size == 128

@@ -1,0 +1,101 @@
+"""End to end: `python train.py` on real MNIST writes grids, TensorBoard logs and checkpoints, resumes, and sweeps."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from tests.helpers import only_child, run_train
+
+SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
+SMOKE_STEPS = 20  # experiment=smoke: 2 epochs of 10 training steps
+
+
+@pytest.fixture(scope="module")
+def smoke_run(mnist_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    run_train("experiment=smoke", f"data.root={mnist_root}", f"output_root={out}")
+    return only_child(out / "runs")
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
+
+
+def events(run: Path) -> EventAccumulator:
+    (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    return EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0}).Reload()
+
+
+def test_smoke_run_writes_sample_grids_named_by_step(smoke_run):
+    grids = sorted((smoke_run / "samples").glob("*.png"))
+    # every 5 steps, and at each epoch end (steps 10 and 20 coincide with the 5-step grids)
+    assert [g.name for g in grids] == [f"step_{s:07d}.png" for s in (5, 10, 15, 20)]
+    with Image.open(grids[-1]) as grid:
+        assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 digits of 28 px, 2 px padding
+        pixels = np.asarray(grid.convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # an image with content, not a blank
+
+
+def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(smoke_run):
+    acc = events(smoke_run)
+    assert SCALARS <= set(acc.Tags()["scalars"])
+    for tag in SCALARS:
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps and max(steps) <= SMOKE_STEPS  # steps count training steps (batches)
+    d_real = [e.value for e in acc.Scalars("d/real")]
+    assert all(0 < v < 1 for v in d_real)
+    assert [e.step for e in acc.Images("samples")] == [5, 10, 15, 20]
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["model.lr"].number_value == pytest.approx(2e-4)
+    assert hparams["data.batch_size"].number_value == 32
+    experiment = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == SCALARS
+
+
+def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):
+    ckpts = smoke_run / "checkpoints"
+    assert {p.name for p in ckpts.glob("*.ckpt")} == {"epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
+    last = load_checkpoint(ckpts / "last.ckpt")
+    assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
+    assert last["state_dict"]["fixed_noise"].shape == (64, 100)
+    assert any(k.startswith("generator.") for k in last["state_dict"])
+    assert any(k.startswith("discriminator.") for k in last["state_dict"])
+    assert len(last["optimizer_states"]) == 2
+
+
+def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, tmp_path):
+    saved = smoke_run / "checkpoints" / "last.ckpt"
+    before = load_checkpoint(saved)
+    run_train(
+        "experiment=smoke", "trainer.max_epochs=3", f"ckpt_path={saved}",
+        f"data.root={mnist_root}", f"output_root={tmp_path}",
+    )
+    resumed_run = only_child(tmp_path / "runs")
+    after = load_checkpoint(resumed_run / "checkpoints" / "last.ckpt")
+    assert after["global_step"] == before["global_step"] + 2 * 10  # one more epoch of 10 steps
+    assert after["epoch"] == before["epoch"] + 1
+    assert torch.equal(after["state_dict"]["fixed_noise"], before["state_dict"]["fixed_noise"])
+    # the resumed run logs and draws from step 21 on, not from 0
+    assert min(e.step for e in events(resumed_run).Scalars("loss/d")) > SMOKE_STEPS
+    assert sorted(p.name for p in (resumed_run / "samples").glob("*.png"))[0] == "step_0000025.png"
+    assert load_checkpoint(saved)["global_step"] == before["global_step"]  # the old run is left as it was
+
+
+def test_multirun_gives_one_named_folder_per_job(mnist_root, tmp_path):
+    run_train(
+        "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+        "model.lr=1e-4,4e-4", f"data.root={mnist_root}", f"output_root={tmp_path}",
+    )
+    jobs = sorted(p for p in only_child(tmp_path / "multirun").iterdir() if p.is_dir())
+    assert len(jobs) == 2
+    assert "model.lr=0.0001" in jobs[0].name and "model.lr=0.0004" in jobs[1].name
+    for job, lr in zip(jobs, (1e-4, 4e-4)):
+        ckpt = load_checkpoint(job / "checkpoints" / "last.ckpt")
+        assert ckpt["hyper_parameters"]["lr_g"] == lr and ckpt["hyper_parameters"]["lr_d"] == lr
+        assert (job / "tensorboard").is_dir() and list((job / "samples").glob("*.png"))

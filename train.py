@@ -67,7 +67,7 @@ def main(cfg: DictConfig) -> None:
     # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
     model = instantiate(cfg.model, _convert_="all")
     logger = instantiate(cfg.logger)
-    callbacks = [instantiate(callback) for callback in cfg.callbacks.values()]
+    callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     if isinstance(logger, TensorBoardLogger) and trainer.is_global_zero:
         log_hparams(logger, cfg)

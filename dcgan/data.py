@@ -54,6 +54,22 @@ def ensure_mnist(root: str | Path) -> None:
         socket.setdefaulttimeout(old_timeout)
 
 
+def load_mnist_tensors(root: str | Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole MNIST split as tensors: images uint8 (N, 28, 28), 0 = background, 255 = ink; labels int64 (N,)."""
+    dataset = MNIST(root, train=train)
+    return dataset.data, dataset.targets
+
+
+def to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (N, 28, 28) in [0, 255] -> float (N, 1, 28, 28) in [-1, 1], the range of the GAN's data."""
+    return images.unsqueeze(1).float() / 127.5 - 1
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The inverse: float (N, 1, 28, 28) in [-1, 1] -> uint8 (N, 28, 28), 0 = background, 255 = ink, as MNIST stores digits."""
+    return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
 class MNISTDataModule(pl.LightningDataModule):
     """The 60k training digits for training; the 10k test digits (`test_dataloader`) for evaluation."""
 

@@ -1,23 +1,29 @@
-"""The two networks, sized for 28x28x1 MNIST digits.
+"""The two networks, sized for 28x28x1 MNIST digits, optionally conditioned on the digit label.
 
 The layouts follow the DCGAN paper (Radford et al., 2015) scaled down to
 MNIST: the generator upsamples 1x1 -> 7x7 -> 14x14 -> 28x28 with transposed
 convolutions, the discriminator mirrors it with strided convolutions.
+With `num_classes` set they become a conditional GAN: G reads the label as a
+one-hot vector next to z (Mirza & Osindero, 2014), and D is a projection
+discriminator (Miyato & Koyama, 2018) that adds <embed(y), features(x)> to its logit.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 class Generator(nn.Module):
-    """Maps a latent vector z of shape (N, latent_dim) to images in [-1, 1] of shape (N, 1, 28, 28)."""
+    """Maps latents z (N, latent_dim) [and labels (N,)] to images in [-1, 1] of shape (N, 1, 28, 28)."""
 
-    def __init__(self, latent_dim: int = 100, width: int = 64):
+    def __init__(self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None):
         super().__init__()
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        in_channels = latent_dim + (num_classes or 0)
         self.net = nn.Sequential(
             # z, seen as a 1x1 image -> (2*width) x 7 x 7
-            nn.ConvTranspose2d(latent_dim, 2 * width, kernel_size=7, stride=1, padding=0, bias=False),
+            nn.ConvTranspose2d(in_channels, 2 * width, kernel_size=7, stride=1, padding=0, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(inplace=True),
             # -> width x 14 x 14
@@ -29,16 +35,18 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(z.size(0), self.latent_dim, 1, 1))
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
+        return self.net(z.view(z.size(0), -1, 1, 1))
 
 
 class Discriminator(nn.Module):
-    """Maps images of shape (N, 1, 28, 28) to one real-vs-fake logit each, shape (N,)."""
+    """Maps images (N, 1, 28, 28) [and labels (N,)] to one real-vs-fake logit each, shape (N,)."""
 
-    def __init__(self, width: int = 64, dropout: float = 0.3):
+    def __init__(self, width: int = 64, dropout: float = 0.3, num_classes: int | None = None):
         super().__init__()
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
             nn.Conv2d(1, width, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
@@ -48,22 +56,28 @@ class Discriminator(nn.Module):
             nn.BatchNorm2d(2 * width),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Dropout(dropout),
-            # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
-            nn.Conv2d(2 * width, 1, kernel_size=7, stride=1, padding=0),
         )
+        # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
+        self.head = nn.Conv2d(2 * width, 1, kernel_size=7, stride=1, padding=0)
+        # Projection: one learned vector per class, dotted with the flattened features.
+        self.label_projection = nn.Embedding(num_classes, 2 * width * 7 * 7) if num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).view(-1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)
+        logits = self.head(h).view(-1)
+        if self.label_projection is not None:
+            logits = logits + (self.label_projection(labels) * h.flatten(1)).sum(dim=1)
+        return logits
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0.
+    """DCGAN initialisation: conv weights and embeddings ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0.
 
     Use as `net.apply(init_dcgan_weights)`.
     """
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
+        if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)

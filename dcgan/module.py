@@ -1,5 +1,7 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -18,6 +20,11 @@ def instance_noise_std(step: int, initial_std: float, anneal_steps: int) -> floa
     return initial_std * max(0.0, 1.0 - step / anneal_steps)
 
 
+def balanced_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
+    """0, 1, ..., num_classes-1, 0, 1, ...: n labels with every class equally often (up to one)."""
+    return torch.arange(n, device=device) % num_classes
+
+
 class DCGAN(pl.LightningModule):
     """DCGAN with the stabilisation tricks of the reference script, each switchable.
 
@@ -25,6 +32,8 @@ class DCGAN(pl.LightningModule):
     fake images, then one generator update with the non-saturating loss
     -log D(G(z)). Lightning's `global_step` counts optimizer steps, so it
     advances by 2 per training step; `self.step` counts training steps.
+    With `num_classes` set it is a conditional GAN: both networks see the digit
+    label, real images with their own and fakes with labels drawn uniformly.
     """
 
     def __init__(
@@ -40,28 +49,60 @@ class DCGAN(pl.LightningModule):
         label_smoothing: tuple[float, float] | None = (0.8, 1.0),
         instance_noise_std: float = 0.1,
         instance_noise_anneal_steps: int = 5000,
+        num_classes: int | None = None,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 1234,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = Generator(latent_dim, g_width)
-        self.discriminator = Discriminator(d_width, d_dropout)
+        self.num_classes = num_classes
+        self.generator = Generator(latent_dim, g_width, num_classes)
+        self.discriminator = Discriminator(d_width, d_dropout, num_classes)
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         # The same latent points every time, so that sample grids show progress rather than new draws.
-        # A buffer, so it is saved in (and restored from) checkpoints.
+        # Buffers, so they are saved in (and restored from) checkpoints.
         fixed = torch.randn(num_fixed_samples, latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed))
         self.register_buffer("fixed_noise", fixed)
+        # Conditional: contiguous blocks of equal labels, so that a grid of 8 columns has one row per digit.
+        fixed_labels = torch.arange(num_fixed_samples) * num_classes // num_fixed_samples if num_classes else None
+        self.register_buffer("fixed_labels", fixed_labels)
 
     @property
     def step(self) -> int:
         """Training steps done: each is one D update plus one G update."""
         return self.global_step // 2
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, labels)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z) for showing or scoring: in eval mode, so BatchNorm uses its running statistics
+        and drawing samples changes nothing in the model (training mode is restored after)."""
+        was_training = self.generator.training
+        self.generator.eval()
+        images = self.generator(z, labels).float()
+        self.generator.train(was_training)
+        return images
+
+    @torch.no_grad()
+    def sample(
+        self, num_samples: int, seed: int = 0, labels: torch.Tensor | None = None, batch_size: int = 500
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`num_samples` digits (in [-1, 1]) from seeded noise, and the labels they were asked for:
+        `labels` if given, else, for a conditional model, every digit equally often (None otherwise)."""
+        z = torch.randn(num_samples, self.hparams.latent_dim, generator=torch.Generator().manual_seed(seed))
+        z = z.to(self.device)
+        if self.num_classes and labels is None:
+            labels = balanced_labels(num_samples, self.num_classes)
+        labels = labels.to(self.device) if self.num_classes else None
+        images = torch.cat([
+            self.generate(z[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
+            for i in range(0, num_samples, batch_size)
+        ])
+        return images, labels
 
     def real_targets(self, n: int) -> torch.Tensor:
         """Targets for real images: one-sided label smoothing draws each from U(low, high); off, they are all 1."""
@@ -75,16 +116,20 @@ class DCGAN(pl.LightningModule):
         return images + std * torch.randn_like(images) if std > 0 else images
 
     def training_step(self, batch, batch_idx):
-        real, _ = batch
+        real, real_labels = batch
         n = real.size(0)
         opt_g, opt_d = self.optimizers()
-        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device))
+        if self.num_classes:
+            fake_labels = torch.randint(0, self.num_classes, (n,), device=self.device)
+        else:
+            real_labels = fake_labels = None
+        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), fake_labels)
 
         # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
         # G's output is detached, so this step computes no gradients for G.
         with self.toggled_optimizer(opt_d):
-            logits_real = self.discriminator(self.with_instance_noise(real))
-            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()))
+            logits_real = self.discriminator(self.with_instance_noise(real), real_labels)
+            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_labels)
             loss_d = F.binary_cross_entropy_with_logits(
                 logits_real, self.real_targets(n)
             ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
@@ -95,7 +140,7 @@ class DCGAN(pl.LightningModule):
         # Generator: non-saturating loss, i.e. make D call the fakes real (target 1).
         # toggled_optimizer turns off requires_grad on D's weights, so D gets no gradients here.
         with self.toggled_optimizer(opt_g):
-            logits_gen = self.discriminator(self.with_instance_noise(fake))
+            logits_gen = self.discriminator(self.with_instance_noise(fake), fake_labels)
             loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
@@ -118,3 +163,34 @@ class DCGAN(pl.LightningModule):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=tuple(hp.betas))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=tuple(hp.betas))
         return opt_g, opt_d
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> the GPU when there is one, else the CPU; any other name as torch reads it ("cpu", "cuda:1")."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing or cannot be read. The message says what to do."""
+
+
+def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
+    """The GAN saved in a training checkpoint, loaded safely (weights_only: tensors and plain values, no code)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"There is no checkpoint at {path}. Training runs save theirs as "
+            "outputs/runs/<run>/checkpoints/last.ckpt (and epoch=NNN.ckpt); give one of those as ckpt_path=..."
+        )
+    try:
+        return DCGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        # torch's own message goes on for several sentences; its first says what is wrong
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
+        raise CheckpointError(
+            f"{path} is not a readable DCGAN checkpoint ({reason}). It may be truncated or corrupt, "
+            "or not written by this project's train.py; give another one as ckpt_path=..., e.g. the run's "
+            "checkpoints/last.ckpt or an earlier checkpoints/epoch=NNN.ckpt."
+        ) from None

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 
 from dcgan.data import ensure_mnist
+from dcgan.metrics import load_classifier
+from tests.helpers import only_child, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,3 +19,31 @@ def mnist_root() -> str:
     root = os.environ.get("MNIST_ROOT", str(REPO.parent / "shared" / "data"))
     ensure_mnist(root)
     return str(Path(root).resolve())
+
+
+@pytest.fixture(scope="session")
+def classifier_path(mnist_root, tmp_path_factory) -> str:
+    """The quality metric's classifier, trained from scratch once per test session, as on a fresh machine.
+
+    $REUSE_CLASSIFIER=<path> reuses one trained before, to save that minute while iterating locally.
+    """
+    path = os.environ.get("REUSE_CLASSIFIER") or tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
+    load_classifier(path, mnist_root)
+    return str(path)
+
+
+def smoke_train(tmp_path_factory, *overrides: str) -> Path:
+    """A real `train.py experiment=smoke` run (2 epochs of 10 small steps); returns its run folder."""
+    out = tmp_path_factory.mktemp("smoke")
+    run_train("experiment=smoke", *overrides, f"output_root={out}")
+    return only_child(out / "runs")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(mnist_root, classifier_path, tmp_path_factory) -> Path:
+    return smoke_train(tmp_path_factory, f"data.root={mnist_root}", f"classifier_path={classifier_path}")
+
+
+@pytest.fixture(scope="session")
+def cgan_smoke_run(mnist_root, classifier_path, tmp_path_factory) -> Path:
+    return smoke_train(tmp_path_factory, "model=cgan", f"data.root={mnist_root}", f"classifier_path={classifier_path}")

@@ -10,8 +10,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_train(*overrides: str, env: dict | None = None, check: bool = True, timeout: int = 600):
     """Run `python train.py <overrides>` from the repo root, as a user would."""
+    return run_script("train.py", *overrides, env=env, check=check, timeout=timeout)
+
+
+def run_script(script: str, *args: str, env: dict | None = None, check: bool = True, timeout: int = 600):
+    """Run `python <script> <args>` from the repo root, as a user would; fail with its output unless check=False."""
     result = subprocess.run(
-        [sys.executable, "train.py", *overrides],
+        [sys.executable, script, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -19,7 +24,7 @@ def run_train(*overrides: str, env: dict | None = None, check: bool = True, time
         env={**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})},
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(overrides)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
 
 

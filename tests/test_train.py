@@ -15,13 +15,6 @@ SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
 SMOKE_STEPS = 20  # experiment=smoke: 2 epochs of 10 training steps
 
 
-@pytest.fixture(scope="module")
-def smoke_run(mnist_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smoke")
-    run_train("experiment=smoke", f"data.root={mnist_root}", f"output_root={out}")
-    return only_child(out / "runs")
-
-
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
 
@@ -34,7 +27,9 @@ def events(run: Path) -> EventAccumulator:
 def test_smoke_run_writes_sample_grids_named_by_step(smoke_run):
     grids = sorted((smoke_run / "samples").glob("*.png"))
     # every 5 steps, and at each epoch end (steps 10 and 20 coincide with the 5-step grids)
-    assert [g.name for g in grids] == [f"step_{s:07d}.png" for s in (5, 10, 15, 20)]
+    assert [g.name for g in grids] == [
+        "step_0000005_epoch_001.png", "step_0000010_epoch_001.png", "step_0000015_epoch_002.png", "step_0000020_epoch_002.png"
+    ]
     with Image.open(grids[-1]) as grid:
         assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 digits of 28 px, 2 px padding
         pixels = np.asarray(grid.convert("L"), dtype=np.float32)
@@ -50,6 +45,9 @@ def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(sm
     d_real = [e.value for e in acc.Scalars("d/real")]
     assert all(0 < v < 1 for v in d_real)
     assert [e.step for e in acc.Images("samples")] == [5, 10, 15, 20]
+    # the quality metric, once per epoch
+    assert len(acc.Scalars("metric/fid")) == 2 and all(e.value > 0 for e in acc.Scalars("metric/fid"))
+    assert {f"digits/{d}" for d in range(10)} <= set(acc.Tags()["scalars"])
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = HParamsPluginData.FromString(content).session_start_info.hparams
     assert hparams["model.lr"].number_value == pytest.approx(2e-4)
@@ -69,12 +67,12 @@ def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run)
     assert len(last["optimizer_states"]) == 2
 
 
-def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, tmp_path):
+def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_path, tmp_path):
     saved = smoke_run / "checkpoints" / "last.ckpt"
     before = load_checkpoint(saved)
     run_train(
         "experiment=smoke", "trainer.max_epochs=3", f"ckpt_path={saved}",
-        f"data.root={mnist_root}", f"output_root={tmp_path}",
+        f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}",
     )
     resumed_run = only_child(tmp_path / "runs")
     after = load_checkpoint(resumed_run / "checkpoints" / "last.ckpt")
@@ -83,14 +81,14 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, tmp_path):
     assert torch.equal(after["state_dict"]["fixed_noise"], before["state_dict"]["fixed_noise"])
     # the resumed run logs and draws from step 21 on, not from 0
     assert min(e.step for e in events(resumed_run).Scalars("loss/d")) > SMOKE_STEPS
-    assert sorted(p.name for p in (resumed_run / "samples").glob("*.png"))[0] == "step_0000025.png"
+    assert sorted(p.name for p in (resumed_run / "samples").glob("*.png"))[0] == "step_0000025_epoch_003.png"
     assert load_checkpoint(saved)["global_step"] == before["global_step"]  # the old run is left as it was
 
 
-def test_multirun_gives_one_named_folder_per_job(mnist_root, tmp_path):
+def test_multirun_gives_one_named_folder_per_job(mnist_root, classifier_path, tmp_path):
     run_train(
-        "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-        "model.lr=1e-4,4e-4", f"data.root={mnist_root}", f"output_root={tmp_path}",
+        "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.lr=1e-4,4e-4",
+        f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}",
     )
     jobs = sorted(p for p in only_child(tmp_path / "multirun").iterdir() if p.is_dir())
     assert len(jobs) == 2

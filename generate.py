@@ -1,0 +1,91 @@
+"""Draw digits from a trained generator.
+
+    python generate.py ckpt_path=<run>/checkpoints/last.ckpt                  # 8x8 grid -> samples.png
+    python generate.py ckpt_path=... num_samples=1000 output=samples.npz     # uint8 digits [+ labels]
+    python generate.py ckpt_path=... mode=interpolate output=walks.png       # latent walks, one per row
+    python generate.py ckpt_path=... digits=[7] output=sevens.png            # conditional models only
+"""
+
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+from torchvision.utils import save_image
+
+from dcgan.data import to_uint8
+from dcgan.module import CheckpointError, load_gan, resolve_device
+
+OUTPUT_KINDS = (".png", ".npz")
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents z0 and z1 (D,) at fractions t (T,): (T, D).
+
+    Gaussian latents concentrate near a sphere; walking along it, rather than on the
+    straight line through its inside, keeps every point typical of what G was trained on.
+    """
+    cos_omega = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos_omega)
+    if omega.abs() < 1e-4:  # (nearly) the same direction: the straight line is the arc
+        return torch.lerp(z0, z1, t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
+
+
+def requested_labels(model, cfg: DictConfig, n: int) -> torch.Tensor | None:
+    """The labels to draw for a conditional model: cfg.digits cycled over n samples (default 0-9)."""
+    if not model.num_classes:
+        if cfg.digits is not None:
+            raise SystemExit("Error: digits=... needs a conditional model (trained with model=cgan); this one is not.")
+        return None
+    digits = torch.tensor(list(cfg.digits) if cfg.digits is not None else range(model.num_classes))
+    if digits.numel() == 0 or digits.min() < 0 or digits.max() >= model.num_classes:
+        raise SystemExit(f"Error: digits={list(digits.tolist())} must be a non-empty list of digits 0-{model.num_classes - 1}.")
+    return digits[torch.arange(n) % len(digits)]
+
+
+def interpolate(model, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`walks` rows of `steps` images along great-circle paths between random latent points."""
+    rng = torch.Generator().manual_seed(cfg.seed)
+    ends = torch.randn(cfg.walks, 2, model.hparams.latent_dim, generator=rng)
+    t = torch.linspace(0, 1, cfg.steps)
+    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(model.device)
+    walk_labels = requested_labels(model, cfg, cfg.walks)  # one digit per walk
+    labels = None if walk_labels is None else walk_labels.repeat_interleave(cfg.steps).to(model.device)
+    return model.generate(z, labels), labels
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    output = Path(to_absolute_path(cfg.output))
+    if output.suffix not in OUTPUT_KINDS:
+        raise SystemExit(f"Error: output={cfg.output} must end in .png (a grid) or .npz (uint8 arrays).")
+    try:
+        model = load_gan(to_absolute_path(cfg.ckpt_path), map_location=resolve_device(cfg.device))
+    except CheckpointError as err:
+        raise SystemExit(f"Error: {err}") from None
+
+    if cfg.mode == "sample":
+        images, labels = model.sample(cfg.num_samples, seed=cfg.seed, labels=requested_labels(model, cfg, cfg.num_samples))
+        nrow = cfg.nrow or (10 if model.num_classes else 8)
+    elif cfg.mode == "interpolate":
+        images, labels = interpolate(model, cfg)
+        nrow = cfg.steps
+    else:
+        raise SystemExit(f"Error: mode={cfg.mode} is not a mode; use mode=sample or mode=interpolate.")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".npz":
+        arrays = {"images": to_uint8(images).cpu().numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.cpu().numpy()
+        np.savez_compressed(output, **arrays)
+    else:
+        save_image(images, output, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+    print(f"wrote {len(images)} digits to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""generate.py, evaluate.py and the run reports, on checkpoints of real (short) training runs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import run_script
+
+
+def last_ckpt(run):
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_npz_holds_uint8_digits_like_mnist(smoke_run, tmp_path):
+    out = tmp_path / "samples.npz"
+    run_script("generate.py", f"ckpt_path={last_ckpt(smoke_run)}", "num_samples=100", f"output={out}")
+    data = np.load(out)
+    assert set(data.files) == {"images"}  # an unconditional model has no labels
+    assert data["images"].shape == (100, 28, 28) and data["images"].dtype == np.uint8
+
+
+def test_conditional_npz_honours_requested_digits(cgan_smoke_run, tmp_path):
+    out = tmp_path / "digits.npz"
+    run_script("generate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", "num_samples=30", "digits=[3,7]", f"output={out}")
+    data = np.load(out)
+    assert data["images"].shape == (30, 28, 28) and data["images"].dtype == np.uint8
+    assert data["labels"].tolist() == [3, 7] * 15
+    default = tmp_path / "default.npz"
+    run_script("generate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", "num_samples=25", f"output={default}")
+    assert np.load(default)["labels"].tolist() == list(range(10)) * 2 + [0, 1, 2, 3, 4]  # balanced 0-9 cycle
+
+
+def test_grid_and_interpolation_pngs(cgan_smoke_run, tmp_path):
+    ckpt = last_ckpt(cgan_smoke_run)
+    run_script("generate.py", f"ckpt_path={ckpt}", "num_samples=40", f"output={tmp_path / 'grid.png'}")
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (10 * 30 + 2, 4 * 30 + 2)  # conditional: 10 columns, one per digit
+    run_script("generate.py", f"ckpt_path={ckpt}", "mode=interpolate", "walks=3", "steps=6", f"output={tmp_path / 'walks.png'}")
+    with Image.open(tmp_path / "walks.png") as walks:
+        assert walks.size == (6 * 30 + 2, 3 * 30 + 2)  # one walk per row
+
+
+def test_slerp_stays_on_the_arc_between_its_ends():
+    import torch
+
+    from generate import slerp
+
+    z0, z1 = torch.randn(100), torch.randn(100)
+    path = slerp(z0, z1, torch.linspace(0, 1, 7))
+    torch.testing.assert_close(path[0], z0)
+    torch.testing.assert_close(path[-1], z1)
+    # on the great circle the norm stays between the ends' (a straight line would dip in the middle)
+    assert path.norm(dim=1).min() >= min(z0.norm(), z1.norm()) - 1e-4
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_bad_checkpoint_gets_a_clear_error(smoke_run, tmp_path, damage):
+    bad = tmp_path / "bad.ckpt"
+    if damage == "truncated":
+        bad.write_bytes(last_ckpt(smoke_run).read_bytes()[:5000])
+    result = run_script("generate.py", f"ckpt_path={bad}", f"output={tmp_path / 'x.png'}", check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert str(bad) in result.stderr
+    assert ("not a readable DCGAN checkpoint" if damage == "truncated" else "There is no checkpoint") in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_evaluate_reports_the_metric_for_a_checkpoint_and_for_real_data(smoke_run, mnist_root, classifier_path, tmp_path):
+    common = [f"data.root={mnist_root}", f"classifier_path={classifier_path}", "num_samples=2000"]
+    real = run_script("evaluate.py", "real=true", *common, f"output={tmp_path / 'real.json'}")
+    assert "Frechet distance" in real.stdout and "digit shares" in real.stdout
+    fake = run_script("evaluate.py", f"ckpt_path={last_ckpt(smoke_run)}", *common, f"output={tmp_path / 'fake.json'}")
+    floor, scores = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("real", "fake"))
+    assert floor["fid"] < 5 and scores["fid"] > 20  # 20 tiny steps are far from real digits
+    assert str(last_ckpt(smoke_run)) in fake.stdout
+
+
+def test_cgan_metric_includes_label_accuracy(cgan_smoke_run, mnist_root, classifier_path, tmp_path):
+    run_script(
+        "evaluate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}", "num_samples=1000", f"output={tmp_path / 'm.json'}",
+    )
+    assert 0 <= json.loads((tmp_path / "m.json").read_text())["label_accuracy"] <= 1
+
+
+def test_run_folder_gets_its_gif_and_curves(smoke_run):
+    grids = sorted((smoke_run / "samples").glob("*.png"))
+    with Image.open(smoke_run / "progress.gif") as gif:
+        assert gif.n_frames == len(grids) == 4
+        assert gif.size == (8 * 30 + 2, 8 * 30 + 2 + 14)  # the grid and a label strip
+    with Image.open(smoke_run / "curves.png") as curves:
+        assert curves.width > 800
+
+
+def test_reports_rebuild_from_any_run_folder(smoke_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("*.gif", "curves.png", "checkpoints"))
+    result = run_script("-m", "dcgan.reports", str(copy), "--max-frames", "3")
+    assert "progress.gif" in result.stdout and "curves.png" in result.stdout
+    with Image.open(copy / "progress.gif") as gif:
+        assert gif.n_frames == 3
+    assert (copy / "curves.png").stat().st_size > 10_000
+
+
+def test_cgan_grids_have_one_row_per_digit(cgan_smoke_run):
+    with Image.open(sorted((cgan_smoke_run / "samples").glob("*.png"))[-1]) as grid:
+        assert grid.size == (8 * 30 + 2, 10 * 30 + 2)  # 80 fixed samples: 10 rows (digits 0-9) of 8

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,3 +29,7 @@ def only_child(folder: Path) -> Path:
     children = [p for p in folder.iterdir() if p.is_dir()]
     assert len(children) == 1, f"expected one folder in {folder}, found {children}"
     return children[0]
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only

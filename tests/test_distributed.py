@@ -79,4 +79,4 @@ def test_ddp_multirun_runs_each_job_once_with_its_own_ranks(mnist_root, tmp_path
         assert rank0["lr"] == rank1["lr"] == [lr, lr]  # rank 1 ran this job, not the sweep's first
         assert all(torch.equal(w, rank1["end"][n]) for n, w in rank0["end"].items())
         assert (job / "train_ddp_process_1.log").is_file() and (job / "checkpoints" / "last.ckpt").is_file()
-    assert "| 1_" in (sweep / "summary.md").read_text()
+    assert "| 1 | 0.0004 | done |" in (sweep / "summary.md").read_text()

@@ -9,7 +9,7 @@ import torch
 from tests.helpers import load_checkpoint, only_child, run_train
 
 DDP = (
-    "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.deterministic=true",
     "trainer.max_epochs=2", "trainer.limit_train_batches=3", "data.batch_size=16",
     "callbacks.sample_grid.every_n_steps=2", "+callbacks.probe._target_=tests.probes.RankProbe",
 )
@@ -64,10 +64,28 @@ def test_ddp_run_writes_one_set_of_checkpoints_grids_and_logs(ddp_run):
     assert sorted(p.name for p in (ddp_run / "probe").iterdir()) == ["rank0.pt", "rank1.pt"]
 
 
+def test_ddp_stop_and_resume_equals_training_straight_through(ddp_run, mnist_root, tmp_path):
+    # SIGTERM to both ranks during step 4 (the first of epoch 1), then resume: as if it had never stopped.
+    stopped = run_train(*DDP, "+callbacks.stop._target_=tests.probes.SignalAt", "+callbacks.stop.step=4",
+                        f"data.root={mnist_root}", f"output_root={tmp_path / 'stopped'}", check=False)
+    assert stopped.returncode == 143, stopped.stderr
+    saved = only_child(tmp_path / "stopped" / "runs") / "checkpoints" / "last.ckpt"
+    run_train(*DDP, f"ckpt_path={saved}", f"data.root={mnist_root}", f"output_root={tmp_path / 'resumed'}")
+    straight = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")
+    resumed = load_checkpoint(only_child(tmp_path / "resumed" / "runs") / "checkpoints" / "last.ckpt")
+    assert straight["global_step"] == resumed["global_step"] == 2 * 6
+    for name, tensor in straight["state_dict"].items():
+        assert torch.equal(tensor, resumed["state_dict"][name]), name
+    for rank in (0, 1):
+        assert torch.equal(straight["rng_states"][rank]["torch"], resumed["rng_states"][rank]["torch"])
+
+
 def test_ddp_multirun_runs_each_job_once_with_its_own_ranks(mnist_root, tmp_path):
     # Lightning starts rank 1 by re-running the command line, which here is a whole sweep.
+    # (Fewer overrides than DDP: each job's folder is named after all of them, and names have a length limit.)
     run_train(
-        "-m", *DDP, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.lr=1e-4,4e-4",
+        "-m", "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", "+callbacks.probe._target_=tests.probes.RankProbe", "model.lr=1e-4,4e-4",
         f"data.root={mnist_root}", f"output_root={tmp_path}",
     )
     assert [p.name for p in tmp_path.iterdir()] == ["multirun"]

@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 class GANDDPStrategy(DDPStrategy):
     """DDPStrategy that wraps each trainable child network of the LightningModule separately.
 
-    Takes the same arguments as DDPStrategy (extra ones go to each DistributedDataParallel).
+    Takes the same arguments as DDPStrategy (extra ones go to each DistributedDataParallel);
+    DDP communication hooks and post-local-SGD model averaging are not wired to the wrappers.
     """
 
     def __init__(self, **kwargs):

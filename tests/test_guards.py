@@ -35,7 +35,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_check
 def collapse_warnings(*overrides: str, output_dir: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # (not the FutureWarnings Lightning emits every step)
-        train(compose_config(*SHORT, "trainer.max_epochs=1", "trainer.limit_train_batches=30",
+        train(compose_config(*SHORT, "trainer.max_epochs=1", "trainer.limit_train_batches=20",
                              "callbacks.collapse_warning.patience=5", *overrides, output_dir=output_dir))
     return [str(w.message) for w in caught if "Possible collapse" in str(w.message)]
 

@@ -7,17 +7,27 @@
 See README.md for the configs and the outputs.
 """
 
+import json
 import logging
+import sys
+from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
 from dcgan.data import MNISTNotFoundError
+from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
+from dcgan.guards import NonFiniteLossError
+from dcgan.resume import TrainingStopped
+from dcgan.validation import BadInput, check_checkpoint, check_config
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +64,67 @@ def pick_gpu_precision(cfg: DictConfig) -> None:
             cfg.trainer.precision = "16-mixed"
 
 
+def objective(metrics: dict) -> float:
+    """What train.py returns, for sweepers to minimise: the FID when the run measured one, else the final
+    gap |loss/d - loss/g| (the two losses are about equal when neither network dominates), NaN without either."""
+    if "metric/fid" in metrics:
+        return float(metrics["metric/fid"])
+    if "loss/d" in metrics and "loss/g" in metrics:
+        return abs(float(metrics["loss/d"]) - float(metrics["loss/g"]))
+    return float("nan")
+
+
+def write_final_metrics(trainer: pl.Trainer, output_dir: str, value: float) -> None:
+    """`final_metrics.json` in the run folder: the last logged scalars and the objective (sweep summaries read it)."""
+    metrics = {key: float(tensor) for key, tensor in trainer.callback_metrics.items()}
+    metrics.update(step=trainer.lightning_module.step, objective=value)
+    (Path(output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+class RunFailed(Exception):
+    """A problem train() reports in one paragraph (bad input, a diverged run, a stop by signal), not a bug."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float:
     # Hydra may change the working directory (hydra.job.chdir); paths given by the user
     # are relative to where they launched the command.
     cfg.data.root = to_absolute_path(cfg.data.root)
-    ckpt_path = to_absolute_path(cfg.ckpt_path) if cfg.ckpt_path else None
-    pick_gpu_precision(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
+    if cfg.ckpt_path:
+        cfg.ckpt_path = to_absolute_path(cfg.ckpt_path)
+    hydra_cfg = HydraConfig.get()
+    with ddp_job_scope():
+        remember_job_argv(list(hydra_cfg.overrides.task), cfg.output_dir)
+        try:
+            return train(cfg)
+        except RunFailed as err:
+            if hydra_cfg.mode == RunMode.MULTIRUN and err.code == 1:
+                raise  # Hydra records this job as failed and goes on with the sweep
+            # One paragraph, no traceback. Under DDP only rank 0 reports; the other ranks exit
+            # quietly, so that Lightning does not kill rank 0 for a failed child while it reports.
+            if rank_zero_only.rank == 0:
+                print(f"Error: {err}", file=sys.stderr)
+            raise SystemExit(err.code if rank_zero_only.rank == 0 else 0) from None
+
+
+def train(cfg: DictConfig) -> float:
+    """Train as `cfg` says (its paths absolute); return the objective, or raise RunFailed."""
+    try:
+        check_config(cfg)  # before anything is built or written
+        pick_gpu_precision(cfg)
+        pl.seed_everything(cfg.seed, workers=True)
+        # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
+        model = instantiate(cfg.model, _convert_="all")
+        if cfg.ckpt_path:
+            check_checkpoint(cfg.ckpt_path, model.hparams)
+    except BadInput as err:
+        raise RunFailed(str(err)) from None
 
     datamodule = instantiate(cfg.data)
-    # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
-    model = instantiate(cfg.model, _convert_="all")
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
@@ -74,11 +133,24 @@ def main(cfg: DictConfig) -> None:
 
     log.info("Run folder: %s", cfg.output_dir)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except MNISTNotFoundError as err:
-        # A one-paragraph message, not a traceback: nothing is wrong with the code.
-        raise SystemExit(f"Error: {err}") from None
+        raise RunFailed(str(err)) from None
+    except NonFiniteLossError as err:
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"the last good checkpoint, {last}, is kept as it was" if last else "this run had written no checkpoint yet"
+        raise RunFailed(
+            f"Training stopped: {err}. No weight was updated with it, and {kept}. The run diverged: lower the "
+            "learning rates (model.lr), or resume from that checkpoint with other settings."
+        ) from None
+    except TrainingStopped as err:
+        raise RunFailed(str(err), code=128 + err.signum) from None  # 143 for SIGTERM, 130 for Ctrl-C
+    value = objective(trainer.callback_metrics)
+    if trainer.is_global_zero:
+        write_final_metrics(trainer, cfg.output_dir, value)
+    return value
 
 
 if __name__ == "__main__":
+    sys.argv = ddp_rank_argv(sys.argv)  # a DDP rank > 0 of a sweep job runs that one job (dcgan/distributed.py)
     main()

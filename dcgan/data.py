@@ -1,11 +1,18 @@
-"""MNIST as a LightningDataModule: images scaled to [-1, 1], with their digit labels."""
+"""MNIST as a LightningDataModule: images scaled to [-1, 1], with their digit labels.
+
+The training order is a function of (seed, epoch, rank) only, as DistributedSampler
+makes it, so that a resumed run sees the same batches as one that never stopped:
+checkpoints record how far into its epoch training was (`state_dict`), and the
+first epoch after a resume starts at the next batch.
+"""
 
 import socket
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
@@ -17,6 +24,11 @@ MNIST_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in seconds, not hang
+
+
+# Lightning warns on a mid-epoch resume unless the DataLoader itself is stateful; here the data
+# module is: its state_dict below records the position, and EpochShuffle resumes from it.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class MNISTNotFoundError(RuntimeError):
@@ -37,6 +49,7 @@ def ensure_mnist(root: str | Path) -> None:
     if mnist_present(root):
         return
     root = Path(root).resolve()
+    missing = "does not exist" if not root.exists() else "holds no MNIST/raw/ with the four files"
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
@@ -45,7 +58,7 @@ def ensure_mnist(root: str | Path) -> None:
     except Exception as err:  # urllib, socket and torchvision all raise their own kinds
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise MNISTNotFoundError(
-            f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded ({reason}). "
+            f"MNIST is not in {root / 'MNIST' / 'raw'} (data.root={root} {missing}) and could not be downloaded ({reason}). "
             f"Either run again with internet access, or put the four files {', '.join(MNIST_FILES)} "
             f"(uncompressed) into {root / 'MNIST' / 'raw'}, or point data.root at the folder that "
             f"already holds MNIST/raw/ with them, e.g. `python train.py data.root=../shared/data`."
@@ -70,15 +83,37 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+class EpochShuffle(DistributedSampler):
+    """This rank's shard of a permutation drawn from (seed, epoch); the first `skip_batches` batches left out.
+
+    DistributedSampler already shuffles with `seed + epoch` and shards by rank;
+    Lightning calls `set_epoch` before each epoch. Skipping lets a run that
+    resumes mid-epoch continue with the batch after the last one it trained on.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        # Lightning draws the first batch before its first set_epoch call: start at the right epoch already.
+        self.epoch = epoch
+        self.skip = skip_batches * batch_size
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.skip :]
+        self.skip = 0  # only the epoch a run resumes in starts part way
+        return iter(indices)
+
+
 class MNISTDataModule(pl.LightningDataModule):
     """The 60k training digits for training; the 10k test digits (`test_dataloader`) for evaluation."""
 
-    def __init__(self, root: str = "data", batch_size: int = 128, num_workers: int = 2):
+    def __init__(self, root: str = "data", batch_size: int = 128, num_workers: int = 2, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.seed = seed
+        self.resume_position: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
         # ToTensor gives [0, 1]; (x - 0.5) / 0.5 gives the [-1, 1] range of the generator's tanh.
         self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
@@ -89,19 +124,42 @@ class MNISTDataModule(pl.LightningDataModule):
         self.train_set = MNIST(self.root, train=True, transform=self.transform)
         self.test_set = MNIST(self.root, train=False, transform=self.transform)
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # full batches for training keep BatchNorm statistics comparable
+            sampler=sampler,
+            drop_last=sampler is not None,  # full batches for training keep BatchNorm statistics comparable
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            # Worker seeds come from this generator, not from torch's global one: creating an
+            # iterator then draws nothing from the stream the training step uses.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.
+        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        epoch, skip = self.resume_position or (self.trainer.current_epoch if self.trainer else 0, 0)
+        self.resume_position = None
+        sampler = EpochShuffle(self.train_set, world_size, rank, self.seed, self.batch_size, epoch, skip)
+        return self._loader(self.train_set, sampler)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)
+
+    def state_dict(self) -> dict:
+        """How far training is in the data, for checkpoints: the epoch, and the batches of it already trained on."""
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx + 1
+        # Saved at an epoch's end (also one cut short by max_steps, which Lightning ends there): resume with the next.
+        if trainer.fit_loop.epoch_progress.current.processed > epoch or done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            self.resume_position = (state["epoch"], state["batches_done"])

@@ -58,24 +58,25 @@ def train_classifier(
 
     `num_train` trains on the first that many training digits only, for quick checks.
     """
-    torch.manual_seed(seed)
-    shuffle = torch.Generator().manual_seed(seed)
     images, labels = load_mnist_tensors(data_root, train=True)
     images, labels = to_model_range(images[:num_train]).to(device), labels[:num_train].to(device)
-    classifier = MNISTClassifier().to(device)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
     steps_per_epoch = len(labels) // 128
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
-    for epoch in range(epochs):
-        classifier.train()
-        order = torch.randperm(len(labels), generator=shuffle).to(device)
-        for batch in order[: steps_per_epoch * 128].view(steps_per_epoch, 128):
-            loss = F.cross_entropy(classifier(images[batch]), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        log.info("MNIST classifier: epoch %d/%d done", epoch + 1, epochs)
+    shuffle = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # seeded here without disturbing the caller's random stream (a training run's)
+        torch.manual_seed(seed)
+        classifier = MNISTClassifier().to(device)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
+        for epoch in range(epochs):
+            classifier.train()
+            order = torch.randperm(len(labels), generator=shuffle).to(device)
+            for batch in order[: steps_per_epoch * 128].view(steps_per_epoch, 128):
+                loss = F.cross_entropy(classifier(images[batch]), labels[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+            log.info("MNIST classifier: epoch %d/%d done", epoch + 1, epochs)
     test_images, test_labels = load_mnist_tensors(data_root, train=False)
     test_accuracy = accuracy(classifier, to_model_range(test_images).to(device), test_labels.to(device))
     return classifier.eval(), test_accuracy
@@ -94,7 +95,8 @@ def load_classifier(path: str | Path, data_root: str, device: str = "cpu") -> MN
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"state_dict": classifier.state_dict(), "test_accuracy": test_accuracy}, tmp)
         tmp.replace(path)  # atomic: a half-written cache is never picked up
-    classifier = MNISTClassifier()
+    with torch.random.fork_rng():  # its random init (overwritten below) must not shift a training run's stream
+        classifier = MNISTClassifier()
     classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return classifier.to(device).eval()
 
@@ -110,7 +112,10 @@ class SampleQuality:
         self.classifier = classifier.eval()
         self.batch_size = batch_size
         device = next(classifier.parameters()).device
-        self.fid = FrechetInceptionDistance(feature=classifier.features, reset_real_features=False, normalize=True)
+        # sync_on_compute=False: under DDP only rank 0 scores (all its samples), so there is nobody to sync with.
+        self.fid = FrechetInceptionDistance(
+            feature=classifier.features, reset_real_features=False, normalize=True, sync_on_compute=False
+        )
         self.fid.to(device)
         test_images, _ = load_mnist_tensors(data_root, train=False)
         with torch.no_grad():

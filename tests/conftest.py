@@ -21,15 +21,18 @@ def mnist_root() -> str:
     return str(Path(root).resolve())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def classifier_path(mnist_root, tmp_path_factory) -> str:
     """The quality metric's classifier, trained from scratch once per test session, as on a fresh machine.
 
+    The train.py and evaluate.py processes that tests start find it through $DCGAN_CLASSIFIER.
     $REUSE_CLASSIFIER=<path> reuses one trained before, to save that minute while iterating locally.
     """
     path = os.environ.get("REUSE_CLASSIFIER") or tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
     load_classifier(path, mnist_root)
-    return str(path)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DCGAN_CLASSIFIER", str(path))
+        yield str(path)
 
 
 def smoke_train(tmp_path_factory, *overrides: str) -> Path:

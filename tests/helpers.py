@@ -5,7 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from hydra import compose, initialize_config_dir
+
 REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+
+def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
+    """The config train.py would get for these overrides, with `output_dir` as its run folder."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
 
 
 def run_train(*overrides: str, env: dict | None = None, check: bool = True, timeout: int = 600):
@@ -32,3 +42,7 @@ def only_child(folder: Path) -> Path:
     children = [p for p in folder.iterdir() if p.is_dir()]
     assert len(children) == 1, f"expected one folder in {folder}, found {children}"
     return children[0]
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only

@@ -1,23 +1,15 @@
 """Every option of every config group composes, and the composed configs instantiate."""
 
-from pathlib import Path
-
 import pytest
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
 from dcgan.module import DCGAN
+from tests.helpers import CONF, compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")
-
-
-def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
 
 
 def group_options(group: str) -> list[str]:
@@ -57,7 +49,7 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
     assert compose_config("trainer=gpu").trainer.precision == "bf16-mixed"
     assert compose_config("trainer=gpu").trainer.accelerator == "gpu"
     assert compose_config("trainer=cpu").trainer.accelerator == "cpu"
-    assert compose_config("trainer=ddp").trainer.strategy == "ddp"
+    assert compose_config("trainer=ddp").trainer.strategy._target_ == "dcgan.distributed.GANDDPStrategy"
 
 
 def test_lr_sets_both_learning_rates_unless_each_is_given():

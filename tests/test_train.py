@@ -9,14 +9,12 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from tests.helpers import only_child, run_train
+from tests.helpers import load_checkpoint, only_child, run_train
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
 SMOKE_STEPS = 20  # experiment=smoke: 2 epochs of 10 training steps
 
 
-def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
 
 
 def events(run: Path) -> EventAccumulator:

@@ -1,0 +1,134 @@
+"""A table and a figure of every job of a sweep (`train.py -m ...`), best first: the values it swept
+and its final metrics.
+
+SweepSummary is a Hydra callback (`hydra.callbacks` in conf/config.yaml). It
+writes summary.md, summary.csv and summary.png into the sweep folder after each
+job and again when the sweep ends, from the files the jobs leave in their folders:
+`.hydra/overrides.yaml` (Hydra) and `final_metrics.json` (train.py). Reading
+files rather than keeping results in memory makes it work with every launcher:
+joblib and submitit run the jobs in other processes or on other machines, and a
+sweep whose jobs failed never reaches on_multirun_end. A job that failed or is
+still running has no final_metrics.json and shows as such.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import yaml
+from hydra.core.utils import JobReturn
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dcgan.reports import read_scalars
+
+
+def read_jobs(sweep_dir: Path) -> list[dict]:
+    """One row per job folder: its overrides as key -> value, and its final metrics or a status."""
+    rows = []
+    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
+        job_dir = overrides_file.parent.parent
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [] if "=" in o)
+        metrics_file = job_dir / "final_metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        # Hydra names job folders <number>_<overrides>: the number stands for the folder in the table.
+        number = job_dir.name.split("_", 1)[0]
+        job = int(number) if number.isdigit() else job_dir.name
+        rows.append({"job": job, "dir": job_dir, "overrides": overrides, "metrics": metrics})
+    return sorted(rows, key=best_first)
+
+
+def best_first(row: dict) -> tuple:
+    """Finished jobs by their objective (the quality metric when measured), lowest first; then the others."""
+    objective = row["metrics"].get("objective", math.nan)
+    return (math.isnan(objective), 0 if math.isnan(objective) else objective, str(row["job"]).zfill(9))
+
+
+def varying_overrides(rows: list[dict]) -> list[str]:
+    """The override keys whose values differ between jobs (all of them for one job)."""
+    keys = sorted({key for row in rows for key in row["overrides"]})
+    return [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1] or keys
+
+
+def summary_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Columns: the job, the overrides that differ between jobs, the metrics."""
+    varying = varying_overrides(rows)
+    metric_keys = sorted({key for row in rows for key in row["metrics"]} - {"objective"})
+    header = ["job", *varying, "status", "objective", *metric_keys]
+    table = []
+    for row in rows:
+        metrics = row["metrics"]
+        status = "done" if metrics else "failed or unfinished"
+        values = [metrics.get(key, "") for key in ["objective", *metric_keys]]
+        cells = [row["job"], *(row["overrides"].get(k, "") for k in varying), status, *values]
+        table.append([f"{cell:.6g}" if isinstance(cell, float) else str(cell) for cell in cells])
+    return header, table
+
+
+def write_atomically(path: Path, content: str | bytes) -> None:
+    # Jobs that end at the same time may write at once: each write replaces the file whole.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+def write_summary(sweep_dir: Path) -> None:
+    rows = read_jobs(sweep_dir)
+    if not rows:
+        return
+    header, table = summary_table(rows)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([header, *table])
+    write_atomically(sweep_dir / "summary.csv", out.getvalue())
+    done = [(float(r["metrics"]["objective"]), r["job"]) for r in rows if not math.isnan(r["metrics"].get("objective", math.nan))]
+    write_figure(sweep_dir / "summary.png", rows)
+    lines = [
+        f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
+        "",
+        "`objective` is what train.py returns (lower is better; see README, Sweeps). summary.png: the same, drawn.",
+        f"Best: job {min(done)[1]} (the folder whose name starts with {min(done)[1]}_)." if done else "No job has finished yet.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table),
+    ]
+    write_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+
+
+def write_figure(path: Path, rows: list[dict]) -> None:
+    """Each job's objective (bars, best first) and, where the runs measured it, its quality metric per epoch."""
+    varying = varying_overrides(rows)
+    names = [f"{row['job']}: " + ", ".join(f"{k}={row['overrides'].get(k, '')}" for k in varying) for row in rows]
+    objectives = [row["metrics"].get("objective", math.nan) for row in rows]
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(rows), 6)), constrained_layout=True)
+    bars.barh(names[::-1], objectives[::-1])
+    bars.set(title="objective (lower is better; failed jobs have no bar)", xlabel="objective")
+    for name, row in zip(names, rows):
+        scalars = read_scalars(row["dir"])
+        if "metric/fid" in scalars:
+            epoch_at_step = dict(scalars.get("epoch", []))
+            curves.plot([epoch_at_step.get(s, math.nan) + 1 for s, _ in scalars["metric/fid"]],
+                        [v for _, v in scalars["metric/fid"]], marker="o", label=name)
+    curves.set(title="Frechet distance per epoch", xlabel="epoch", yscale="log")
+    if curves.lines:
+        curves.legend(fontsize="small")
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=80)
+    plt.close(fig)
+    write_atomically(path, png.getvalue())
+
+
+class SweepSummary(Callback):
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:  # not in the DDP ranks a sweep job starts, which are runs
+            write_summary(Path(config.hydra.runtime.output_dir).parent)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        write_summary(Path(config.hydra.sweep.dir))

@@ -1,0 +1,120 @@
+"""Checks of what a user hands train.py, run before any training starts.
+
+Each problem raises BadInput with one paragraph that names the bad value and
+the fix; train.py prints it without a traceback. Nothing here writes a file,
+so a rejected run leaves earlier runs and their checkpoints as they were.
+docs/robustness.md lists every bad input the tests try and the message it gets.
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.accelerators import AcceleratorRegistry
+
+# name -> (magic number, header bytes, items, bytes per item) of the idx files torchvision reads
+MNIST_LAYOUT = {
+    "train-images-idx3-ubyte": (2051, 16, 60_000, 28 * 28),
+    "train-labels-idx1-ubyte": (2049, 8, 60_000, 1),
+    "t10k-images-idx3-ubyte": (2051, 16, 10_000, 28 * 28),
+    "t10k-labels-idx1-ubyte": (2049, 8, 10_000, 1),
+}
+
+
+# The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
+# the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
+ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples")
+
+
+class BadInput(ValueError):
+    """Something the user gave (a config value, a file) cannot work. The message says what to do instead."""
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The config's values, the machine it asks for, and the MNIST files when they are already there."""
+    for key in ("lr", "lr_g", "lr_d"):
+        value = cfg.model.get(key)
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise BadInput(
+                f"model.{key} must be a positive number, got {value}. It is Adam's step size: use e.g. "
+                f"model.lr=2e-4 (both networks) or model.lr_g=2e-4 model.lr_d=1e-4."
+            )
+    batch_size = cfg.data.batch_size
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+        raise BadInput(
+            f"data.batch_size must be a positive whole number, got {batch_size}. Use e.g. "
+            f"data.batch_size=128 (images per device and step)."
+        )
+    check_accelerator(cfg.trainer)
+    check_mnist_files(cfg.data.root)
+
+
+def check_accelerator(trainer: DictConfig) -> None:
+    accelerator = str(trainer.accelerator)
+    known = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
+    if accelerator not in known:
+        raise BadInput(
+            f"trainer.accelerator={accelerator} is not an accelerator Lightning knows. Use one of "
+            f"{', '.join(sorted(known))}, or trainer=cpu / trainer=gpu (auto takes a GPU when there is one)."
+        )
+    has_gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if accelerator in ("gpu", "cuda") and not has_gpu:
+        raise BadInput(
+            f"trainer.accelerator={accelerator} asks for a GPU, but PyTorch finds none on this machine "
+            f"(torch.cuda.is_available() is False). Train on the CPU with trainer=cpu, or use "
+            f"trainer.accelerator=auto, which takes a GPU only when there is one."
+        )
+    if trainer.get("sync_batchnorm") and (accelerator == "cpu" or not torch.cuda.is_available()):
+        raise BadInput(
+            "trainer.sync_batchnorm=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU. "
+            "Leave it false there (each process then normalises with its own batch's statistics)."
+        )
+
+
+def check_mnist_files(root: str) -> None:
+    """The four MNIST files, when present, have the right magic number and length (missing ones get downloaded)."""
+    raw = Path(root) / "MNIST" / "raw"
+    for name, (magic, header, items, item_bytes) in MNIST_LAYOUT.items():
+        path = raw / name
+        if not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            found = int.from_bytes(f.read(4), "big")
+        if found != magic:
+            raise BadInput(
+                f"{path} is not the MNIST file of that name: it starts with magic number {found}, not {magic}. "
+                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
+            )
+        size, expected = path.stat().st_size, header + items * item_bytes
+        if size != expected:
+            raise BadInput(
+                f"{path} is truncated or padded: {size} bytes instead of {expected} ({items} items). "
+                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
+            )
+
+
+def check_checkpoint(path: str, hparams: dict) -> None:
+    """`path` is a readable checkpoint of a model with this config's architecture (see ARCHITECTURE)."""
+    if not Path(path).is_file():
+        raise BadInput(f"ckpt_path={path} does not exist. Give the path of a .ckpt file, e.g. outputs/runs/<run>/checkpoints/last.ckpt.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip, pickle and EOF errors all mean the same thing here
+        reason = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
+        raise BadInput(
+            f"ckpt_path={path} is not a readable checkpoint ({reason}): it is truncated or corrupt. "
+            f"Resume from another checkpoint of that run, e.g. an epoch=NNN.ckpt beside it."
+        ) from None
+    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise BadInput(f"ckpt_path={path} is not a checkpoint written by train.py (it has no hyper_parameters or state_dict).")
+    saved = checkpoint["hyper_parameters"]
+    differences = [
+        f"{key}={saved.get(key, 'missing')} there but {hparams.get(key, 'missing')} here"
+        for key in ARCHITECTURE
+        if saved.get(key, "missing") != hparams.get(key, "missing")
+    ]
+    if differences:
+        raise BadInput(
+            f"ckpt_path={path} was written by a different model: {'; '.join(differences)}. Resume with the "
+            f"model settings of the run that wrote it (its .hydra/overrides.yaml lists them), or train anew without ckpt_path."
+        )

@@ -1,0 +1,69 @@
+"""Sweeps beyond one process: parallel jobs (joblib), submitit, an Optuna search over the learning rates,
+and the summary table every sweep leaves in its folder."""
+
+import csv
+import json
+
+import yaml
+from hydra import compose, initialize_config_dir
+
+from tests.helpers import CONF, only_child, run_train
+
+TINY = ("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.g_width=8",
+        "model.d_width=8", "callbacks.sample_grid.every_n_steps=null")
+
+
+def jobs(sweep):
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: int(p.name.split("_")[0]))
+
+
+def test_optuna_searches_the_learning_rates_in_parallel_jobs_and_minimises_what_train_py_returns(mnist_root, tmp_path):
+    result = run_train(
+        "-m", "hydra/sweeper=lr_search", "hydra/launcher=joblib", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+        *TINY, f"data.root={mnist_root}", f"output_root={tmp_path}",
+    )
+    assert "Joblib.Parallel(n_jobs=-1" in result.stdout + result.stderr  # both trials launched at once
+    sweep = only_child(tmp_path / "multirun")
+    found = []
+    for job in jobs(sweep):
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        lr_g, lr_d = config["model"]["lr_g"], config["model"]["lr_d"]
+        assert 1e-5 <= lr_g <= 1e-3 and 1e-5 <= lr_d <= 1e-3
+        metrics = json.loads((job / "final_metrics.json").read_text())
+        assert metrics["objective"] == metrics["metric/fid"]  # the quality metric, measured at the epoch's end
+        found.append(metrics["objective"])
+    assert len(found) == 2
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == min(found)  # Optuna saw exactly what train.py returned
+
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["status"] for row in rows] == ["done", "done"]
+    assert {"model.lr_g", "model.lr_d", "objective", "loss/d", "loss/g", "d/real", "d/fake"} <= set(rows[0])
+    # best first, in the table and in the figure
+    assert [float(row["objective"]) for row in rows] == sorted(float(f"{v:.6g}") for v in found)
+    assert "| model.lr_d | model.lr_g |" in (sweep / "summary.md").read_text()
+    assert (sweep / "summary.png").stat().st_size > 10_000
+
+
+def test_submitit_jobs_run_and_the_summary_shows_the_one_that_failed(mnist_root, tmp_path):
+    # Job 0 diverges at step 2 (it fails alone; Hydra reports the sweep as failed at the end), job 1 trains.
+    result = run_train(
+        "-m", "hydra/launcher=submitit_local", *TINY, "+callbacks.diverge._target_=tests.probes.DivergeAt",
+        "+callbacks.diverge.step=2,1000", f"data.root={mnist_root}", f"output_root={tmp_path}", check=False,
+    )
+    assert result.returncode != 0 and "loss/g is nan at step 2" in result.stderr + result.stdout
+    sweep = only_child(tmp_path / "multirun")
+    assert (sweep / ".submitit").is_dir()  # the jobs went through submitit
+    summary = (sweep / "summary.md").read_text()
+    assert "| 0 | 2 | failed or unfinished |" in summary and "| 1 | 1000 | done |" in summary
+    assert "Best: job 1 " in summary
+
+
+def test_slurm_launcher_asks_for_a_gpu_and_a_task_per_device():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
+    assert launcher.partition and launcher.timeout_min > 0

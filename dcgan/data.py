@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
-from torchvision import transforms
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
 # What torchvision.datasets.MNIST reads, under <root>/MNIST/raw/.
@@ -27,7 +26,7 @@ DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in sec
 
 
 # Lightning warns on a mid-epoch resume unless the DataLoader itself is stateful; here the data
-# module is: its state_dict below records the position, and EpochShuffle resumes from it.
+# module is: its state_dict below records the position, and EpochBatches resumes from it.
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
@@ -83,72 +82,81 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-class EpochShuffle(DistributedSampler):
-    """This rank's shard of a permutation drawn from (seed, epoch); the first `skip_batches` batches left out.
+class EpochBatches(DistributedSampler):
+    """This rank's shard of a permutation drawn from (seed, epoch), as batches of indices; the first
+    `skip_batches` batches left out.
 
     DistributedSampler already shuffles with `seed + epoch` and shards by rank;
-    Lightning calls `set_epoch` before each epoch. Skipping lets a run that
-    resumes mid-epoch continue with the batch after the last one it trained on.
+    Lightning calls `set_epoch` before each epoch, and leaves a DistributedSampler
+    in place under DDP. Yielding whole batches lets the dataset answer each with
+    one indexing operation. Skipping lets a run that resumes mid-epoch continue
+    with the batch after the last one it trained on.
     """
 
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    def __init__(self, size: int, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.batch_size = batch_size
         # Lightning draws the first batch before its first set_epoch call: start at the right epoch already.
         self.epoch = epoch
-        self.skip = skip_batches * batch_size
+        self.skip = skip_batches
+
+    def __len__(self) -> int:
+        return self.num_samples // self.batch_size  # full batches only: BatchNorm statistics stay comparable
 
     def __iter__(self):
-        indices = list(super().__iter__())[self.skip :]
+        indices = torch.tensor(list(super().__iter__()))
+        batches = indices[: len(self) * self.batch_size].view(-1, self.batch_size)[self.skip :]
         self.skip = 0  # only the epoch a run resumes in starts part way
-        return iter(indices)
+        return iter(batches)
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """The 60k training digits for training; the 10k test digits (`test_dataloader`) for evaluation."""
+    """The 60k training digits for training; the 10k test digits (`test_dataloader`) for evaluation.
 
-    def __init__(self, root: str = "data", batch_size: int = 128, num_workers: int = 2, seed: int = 0):
+    Both splits are held in memory as uint8 tensors (47 MB for training), on the
+    device that trains (the GPU, when there is one); a batch is one indexing
+    operation, scaled to [-1, 1] after it reaches the device. There is no per-image
+    PIL conversion and there are no worker processes: on a 2-core CPU those cost
+    more than the networks' own work (see docs/benchmarks.md).
+    """
+
+    def __init__(self, root: str = "data", batch_size: int = 128, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
-        self.num_workers = num_workers
         self.seed = seed
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
-        # ToTensor gives [0, 1]; (x - 0.5) / 0.5 gives the [-1, 1] range of the generator's tanh.
-        self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
     def prepare_data(self) -> None:
         ensure_mnist(self.root)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = MNIST(self.root, train=True, transform=self.transform)
-        self.test_set = MNIST(self.root, train=False, transform=self.transform)
-
-    def _loader(self, dataset, sampler=None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=sampler is not None,  # full batches for training keep BatchNorm statistics comparable
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            # Worker seeds come from this generator, not from torch's global one: creating an
-            # iterator then draws nothing from the stream the training step uses.
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self.train_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=True)))
+        self.test_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=False)))
 
     def train_dataloader(self) -> DataLoader:
         # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         epoch, skip = self.resume_position or (self.trainer.current_epoch if self.trainer else 0, 0)
         self.resume_position = None
-        sampler = EpochShuffle(self.train_set, world_size, rank, self.seed, self.batch_size, epoch, skip)
-        return self._loader(self.train_set, sampler)
+        batches = EpochBatches(len(self.train_set), world_size, rank, self.seed, self.batch_size, epoch, skip)
+        return self._loader(self.train_set, batches)
+
+    def _loader(self, dataset, batches) -> DataLoader:
+        # batch_size=None: the sampler yields whole batches. Each new iterator draws a seed from
+        # `generator`; giving it its own keeps that draw off the global stream the training step uses.
+        return DataLoader(dataset, sampler=batches, batch_size=None, generator=torch.Generator().manual_seed(self.seed))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set)
+        in_order = BatchSampler(SequentialSampler(self.test_set), self.batch_size, drop_last=False)
+        return self._loader(self.test_set, in_order)
 
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 digits -> floats in [-1, 1], on the device, a batch at a time."""
+        images, labels = batch
+        return to_model_range(images), labels
     def state_dict(self) -> dict:
         """How far training is in the data, for checkpoints: the epoch, and the batches of it already trained on."""
         trainer = self.trainer

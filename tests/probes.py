@@ -29,9 +29,8 @@ class RankProbe(pl.Callback):
         self.record["lr"] = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
 
     def on_train_epoch_start(self, trainer, pl_module):
-        loader = trainer.train_dataloader
-        used = trainer.num_training_batches * loader.batch_size
-        self.record["indices"][trainer.current_epoch] = list(loader.sampler)[:used]
+        batches = list(trainer.train_dataloader.sampler)[: trainer.num_training_batches]
+        self.record["indices"][trainer.current_epoch] = torch.cat(batches).tolist()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.record["rng"].append(torch.get_rng_state())

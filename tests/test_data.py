@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from dcgan.data import MNIST_FILES, MNISTDataModule, MNISTNotFoundError, ensure_mnist
+from dcgan.data import MNIST_FILES, EpochBatches, MNISTDataModule, MNISTNotFoundError, ensure_mnist
 from tests.helpers import run_train
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
@@ -20,29 +21,57 @@ def read_first_raw_image(root: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, count=28 * 28, offset=16).reshape(28, 28)
 
 
-def test_train_batches_are_real_mnist_in_minus_one_one_with_labels(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=128, num_workers=0)
+def test_in_memory_batches_are_torchvision_mnist_for_the_same_indices(mnist_root):
+    dm = MNISTDataModule(mnist_root, batch_size=128, seed=7)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 60_000 and len(dm.test_set) == 10_000
-    images, labels = next(iter(dm.train_dataloader()))
+    loader = dm.train_dataloader()
+    indices = next(iter(loader.sampler))
+    images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
     assert images.shape == (128, 1, 28, 28) and images.dtype == torch.float32
-    assert images.min() == -1 and images.max() == 1  # black background, full ink
     assert labels.shape == (128,) and labels.dtype == torch.int64
-    assert 0 <= labels.min() and labels.max() <= 9
-    # The first training digit is exactly the first image of the raw file, rescaled.
-    first, label = dm.train_set[0]
-    expected = torch.from_numpy(read_first_raw_image(mnist_root).astype(np.float32)) / 255 * 2 - 1
-    torch.testing.assert_close(first[0], expected)
-    assert label == 5  # MNIST's first training label
+    # The classic path: PIL image -> ToTensor -> Normalize, one digit at a time.
+    classic = MNIST(mnist_root, train=True, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    expected = [classic[i] for i in indices.tolist()]
+    torch.testing.assert_close(images, torch.stack([image for image, _ in expected]))
+    assert labels.tolist() == [label for _, label in expected]
+    assert images.min() == -1 and images.max() == 1  # black background, full ink
+    # And the first training digit is exactly the first image of the raw file.
+    assert torch.equal(dm.train_set[0][0], torch.from_numpy(read_first_raw_image(mnist_root).copy()))
+    assert dm.train_set[0][1] == 5  # MNIST's first training label
+
+
+def test_each_epoch_is_a_new_permutation_of_every_digit(mnist_root):
+    dm = MNISTDataModule(mnist_root, batch_size=100, seed=0)
+    dm.setup("fit")
+    sampler = dm.train_dataloader().sampler
+    first = torch.cat(list(sampler))
+    sampler.set_epoch(1)
+    second = torch.cat(list(sampler))
+    assert len(sampler) == 600 and torch.equal(first.sort().values, torch.arange(60_000))
+    assert torch.equal(second.sort().values, torch.arange(60_000)) and not torch.equal(first, second)
+
+
+def test_ddp_ranks_train_on_disjoint_shards_of_the_same_permutation(mnist_root):
+    dm = MNISTDataModule(mnist_root, batch_size=64, seed=3)
+    dm.setup("fit")
+    shards = [torch.cat(list(EpochBatches(60_000, 3, rank, seed=3, batch_size=64, epoch=2))) for rank in range(3)]
+    assert all(len(shard) == 20_000 // 64 * 64 for shard in shards)  # full batches only
+    everything = torch.cat(shards)
+    assert len(everything.unique()) == len(everything)  # no digit on two ranks
+    # Rank r takes every third digit of the one permutation that (seed, epoch) draws.
+    single = torch.cat(list(EpochBatches(60_000, 1, 0, seed=3, batch_size=60_000, epoch=2)))
+    assert torch.equal(shards[1], single[1::3][: len(shards[1])])
 
 
 def test_test_split_is_available_for_evaluation(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=500, num_workers=0)
+    dm = MNISTDataModule(mnist_root, batch_size=500)
     dm.setup("test")
     images, labels = next(iter(dm.test_dataloader()))
-    assert images.shape == (500, 1, 28, 28)
+    assert images.shape == (500, 28, 28) and images.dtype == torch.uint8
     assert set(labels.tolist()) == set(range(10))
+    assert len(dm.test_dataloader()) == 20
 
 
 def test_present_files_need_no_network(mnist_root, monkeypatch):

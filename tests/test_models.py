@@ -82,7 +82,7 @@ def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
         accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
     )
-    trainer.fit(DCGAN(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16, num_workers=0))
+    trainer.fit(DCGAN(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
     before_d, before_g, after_batch = probe.snapshots
     assert probe.stepped == ["discriminator", "generator"]
     grads_at_d_step, grads_at_g_step = probe.grads

@@ -41,6 +41,28 @@ class Generator(nn.Module):
         return self.net(z.view(z.size(0), -1, 1, 1))
 
 
+class ByteDropout(nn.Dropout):
+    """nn.Dropout whose mask, on a CPU, is cut from random bytes.
+
+    torch's CPU dropout draws one Bernoulli number per element: the profiler put
+    it at 40% of this GAN's training step on a 2-core CPU. Here each random 64-bit
+    integer gives 8 mask bytes, and an element is dropped when its byte is below
+    round(256 p): p is rounded to a multiple of 1/256 (0.3 -> 77/256 = 0.301),
+    and the kept elements are scaled by 256 / (256 - 77) as usual. On GPUs,
+    whose dropout is already fast, it is nn.Dropout.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        if not self.training or self.p == 0 or x.device.type != "cpu" or not dense:
+            return super().forward(x)
+        cut = round(256 * self.p)
+        # The full int64 range (random_() alone would leave every 8th byte's top bit 0).
+        words = torch.empty((x.numel() + 7) // 8, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+        random_bytes = words.view(torch.uint8)[: x.numel()].as_strided(x.size(), x.stride())  # x's memory layout
+        return x * (random_bytes >= cut).to(x.dtype).mul_(256 / (256 - cut))
+
+
 class Discriminator(nn.Module):
     """Maps images (N, 1, 28, 28) [and labels (N,)] to one real-vs-fake logit each, shape (N,)."""
 
@@ -50,12 +72,12 @@ class Discriminator(nn.Module):
             # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
             nn.Conv2d(1, width, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Dropout(dropout),
+            ByteDropout(dropout),
             # -> (2*width) x 7 x 7
             nn.Conv2d(width, 2 * width, kernel_size=4, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Dropout(dropout),
+            ByteDropout(dropout),
         )
         # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
         self.head = nn.Conv2d(2 * width, 1, kernel_size=7, stride=1, padding=0)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dcgan.models import Discriminator, Generator, init_dcgan_weights
 
@@ -34,6 +35,11 @@ class DCGAN(pl.LightningModule):
     advances by 2 per training step; `self.step` counts training steps.
     With `num_classes` set it is a conditional GAN: both networks see the digit
     label, real images with their own and fakes with labels drawn uniformly.
+
+    Speed switches (docs/benchmarks.md has what each is worth): `channels_last`
+    memory format, `compile` (torch.compile of both networks), `fused_adam`.
+    With `ema_decay` set, an exponential moving average of G's weights (and
+    BatchNorm statistics) is kept and is what grids, metrics and `generate` use.
     """
 
     def __init__(
@@ -52,6 +58,10 @@ class DCGAN(pl.LightningModule):
         num_classes: int | None = None,
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 1234,
+        ema_decay: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        fused_adam: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -61,6 +71,17 @@ class DCGAN(pl.LightningModule):
         self.discriminator = Discriminator(d_width, d_dropout, num_classes)
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolutions prefer
+        # The average follows G's weights after each G step; it never trains itself (and DDP must not wrap it).
+        self.generator_ema = None
+        if ema_decay is not None:
+            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.generator_ema.requires_grad_(False)
+        if compile:
+            # In place (nn.Module.compile): the state_dict keys, and so checkpoints, stay those of the plain networks.
+            self.generator.compile()
+            self.discriminator.compile()
         # The same latent points every time, so that sample grids show progress rather than new draws.
         # Buffers, so they are saved in (and restored from) checkpoints.
         fixed = torch.randn(num_fixed_samples, latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed))
@@ -79,12 +100,13 @@ class DCGAN(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z) for showing or scoring: in eval mode, so BatchNorm uses its running statistics
-        and drawing samples changes nothing in the model (training mode is restored after)."""
-        was_training = self.generator.training
-        self.generator.eval()
-        images = self.generator(z, labels).float()
-        self.generator.train(was_training)
+        """G(z) for showing or scoring (the averaged G when there is one): in eval mode, so BatchNorm uses
+        its running statistics and drawing samples changes nothing in the model (training mode is restored after)."""
+        generator = self.generator if self.generator_ema is None else self.generator_ema.module
+        was_training = generator.training
+        generator.eval()
+        images = generator(z, labels).float()
+        generator.train(was_training)
         return images
 
     @torch.no_grad()
@@ -145,6 +167,8 @@ class DCGAN(pl.LightningModule):
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
 
         self.log_dict(
             {
@@ -160,8 +184,9 @@ class DCGAN(pl.LightningModule):
         hp = self.hparams
         lr_g = hp.lr if hp.lr_g is None else hp.lr_g
         lr_d = hp.lr if hp.lr_d is None else hp.lr_d
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=tuple(hp.betas))
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=tuple(hp.betas))
+        # fused: one kernel for all of a network's parameters instead of several per tensor.
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=tuple(hp.betas), fused=hp.fused_adam or None)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=tuple(hp.betas), fused=hp.fused_adam or None)
         return opt_g, opt_d
 
 

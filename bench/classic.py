@@ -1,0 +1,125 @@
+"""The classic loop that users copy today, as the yardstick for our speed and quality.
+
+A plain PyTorch DCGAN training loop in the style of pytorch/examples `dcgan/main.py`
+and the `dcgan_mnist.py` script this project replaces: torchvision's MNIST with
+per-sample transforms (PIL -> ToTensor -> Normalize) behind a DataLoader, and per
+batch one D step and one G step with the same tricks as `dcgan.module.DCGAN`
+(label smoothing U(0.8, 1), annealed Gaussian noise on D's inputs, dropout in D),
+Adam(2e-4, betas 0.5/0.999), BCE-with-logits, and `Loss_D`/`Loss_G` printed every
+100 batches. The networks are this project's, at their default sizes.
+
+    python -m bench.classic --epochs 25 --json outputs/bench/classic_25.json
+
+scores the generator after every epoch with the project's quality metric (the
+scoring time is left out of the wall-clock times it records).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+from dcgan.models import Discriminator, Generator, init_dcgan_weights
+from dcgan.module import instance_noise_std
+
+LATENT_DIM = 100
+
+
+def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2) -> DataLoader:
+    """torchvision's MNIST, each image converted from PIL and normalised to [-1, 1] on its own."""
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    dataset = MNIST(root, train=True, transform=transform)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+    )
+
+
+def train_classic(root: str, epochs: int = 1, max_steps: int | None = None, batch_size: int = 128,
+                  num_workers: int = 2, seed: int = 42, on_step=None, on_epoch_end=None, verbose: bool = True):
+    """Train G and D the classic way. `on_step(step)` is called after every batch,
+    `on_epoch_end(epoch, netG)` after every epoch; returns the generator."""
+    torch.manual_seed(seed)
+    netG, netD = Generator(LATENT_DIM), Discriminator()
+    netG.apply(init_dcgan_weights)
+    netD.apply(init_dcgan_weights)
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    loader = classic_loader(root, batch_size, num_workers)
+    step = 0
+    for epoch in range(epochs):
+        for i, (real, _) in enumerate(loader):
+            n = real.size(0)
+            std = instance_noise_std(step, 0.1, 2000)
+            fake = netG(torch.randn(n, LATENT_DIM))
+
+            # D: real (smoothed targets) vs fake
+            optD.zero_grad()
+            out_real = netD(real + std * torch.randn_like(real))
+            out_fake = netD(fake.detach() + std * torch.randn_like(fake))
+            lossD = F.binary_cross_entropy_with_logits(out_real, torch.empty(n).uniform_(0.8, 1.0)) \
+                + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n))
+            lossD.backward()
+            optD.step()
+
+            # G: non-saturating loss
+            optG.zero_grad()
+            out = netD(fake + std * torch.randn_like(fake))
+            lossG = F.binary_cross_entropy_with_logits(out, torch.ones(n))
+            lossG.backward()
+            optG.step()
+
+            step += 1
+            if verbose and i % 100 == 0:
+                print(f"[{epoch}/{epochs}][{i}/{len(loader)}] Loss_D: {lossD.item():.4f} Loss_G: {lossG.item():.4f}")
+            if on_step is not None:
+                on_step(step)
+            if max_steps is not None and step >= max_steps:
+                return netG
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, netG)
+    return netG
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--classifier", default="~/.cache/dcgan-mnist/mnist_classifier.pt")
+    parser.add_argument("--num-samples", type=int, default=5000, help="generated digits scored after each epoch")
+    parser.add_argument("--json", help="write the per-epoch figures here")
+    args = parser.parse_args()
+
+    from dcgan.metrics import SampleQuality, load_classifier
+
+    quality = SampleQuality(load_classifier(args.classifier, args.data_root), args.data_root)
+    z = torch.randn(args.num_samples, LATENT_DIM, generator=torch.Generator().manual_seed(0))
+    history, start, paused = [], time.perf_counter(), 0.0
+
+    def score(epoch, netG):
+        nonlocal paused
+        t0 = time.perf_counter()
+        netG.eval()
+        with torch.no_grad():
+            images = torch.cat([netG(chunk) for chunk in z.split(500)])
+        netG.train()
+        scores = quality.score(images)
+        wall = t0 - start - paused
+        paused += time.perf_counter() - t0
+        history.append({"epoch": epoch + 1, "wall_s": round(wall, 1), **{k: round(v, 4) for k, v in scores.items()}})
+        print(f"epoch {epoch + 1}: {wall:.0f} s, FID {scores['fid']:.1f}, min digit share {scores['min_digit_share']:.3f}")
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "epochs": history}, indent=1))
+
+    train_classic(args.data_root, epochs=args.epochs, on_epoch_end=score)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Training throughput, side by side: this project against the classic loop users copy today.
+
+    python -m bench.throughput                      # the table below, about 10 minutes on a 2-core CPU
+    python -m bench.throughput --quick              # a few steps of each, to check that it runs (CI)
+    python -m bench.throughput --json bench.json    # also write the figures as JSON
+    python -m bench.throughput --variant "fp32: trainer.precision=32-true" --variant "bf16: trainer.precision=bf16-mixed"
+
+It measures, in interleaved rounds (so that a slower minute of a shared machine
+hits every contender alike), each run in a fresh process of its own:
+- `classic`: bench/classic.py, a plain PyTorch loop over torchvision's MNIST with
+  per-sample transforms and a DataLoader, on the project's default networks;
+- `project` (and every `--variant`): `train.py`'s own `train()` with the Lightning
+  Trainer, its real callbacks and TensorBoard logging, composed from conf/ with
+  the variant's overrides;
+- the data path alone: the classic DataLoader against the in-memory data module.
+Images per second are the median over fixed-length intervals after a warm-up;
+each ratio divides by the classic figure of the same kind.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.classic import classic_loader, train_classic
+from dcgan.data import MNISTDataModule
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+class Clock(pl.Callback):
+    """Call `tick()` after every step (as a Lightning callback it ticks by itself); `rates()` are the
+    images/s of each interval of `interval` steps, the first `warmup` steps left out (compilation,
+    allocation, first grids). A named clock can be found in `Clock.named` after a run."""
+
+    named: dict[str, "Clock"] = {}
+
+    def __init__(self, batch_size: int, warmup: int, interval: int, name: str | None = None):
+        self.batch_size, self.warmup, self.interval = batch_size, warmup, interval
+        self.times = []
+        if name:
+            Clock.named[name] = self
+
+    def tick(self) -> None:
+        step = len(self.times) + 1
+        if step >= self.warmup and (step - self.warmup) % self.interval == 0 and torch.cuda.is_available():
+            torch.cuda.synchronize()  # an interval ends when the GPU has done its work, not when it was queued
+        self.times.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.tick()
+
+    def rates(self) -> list[float]:
+        marks = self.times[self.warmup - 1 :: self.interval]
+        return [self.interval * self.batch_size / (b - a) for a, b in zip(marks, marks[1:])]
+
+
+def project_rates(name: str, overrides: list[str], data_root: str, steps: int, warmup: int, interval: int) -> list[float]:
+    """train.py's train() on `overrides`, for `steps` training steps; the images/s of each interval."""
+    from train import train
+
+    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[
+            f"output_dir={out}", f"data.root={data_root}", *overrides,
+            f"trainer.max_steps={2 * steps}", "trainer.max_epochs=-1",  # Lightning counts both optimizers' steps
+        ])
+        OmegaConf.update(cfg, "callbacks.clock", {
+            "_target_": "bench.throughput.Clock", "name": name,
+            "batch_size": cfg.data.batch_size, "warmup": warmup, "interval": interval,
+        }, force_add=True)
+        train(cfg)
+    # Hydra built the clock from `bench.throughput`, which under `python -m` is not this `__main__` module.
+    from bench.throughput import Clock as InstantiatedClock
+
+    return InstantiatedClock.named[name].rates()
+
+
+def classic_rates(data_root: str, batch_size: int, steps: int, warmup: int, interval: int) -> list[float]:
+    clock = Clock(batch_size, warmup, interval)
+    train_classic(data_root, epochs=10**6, max_steps=steps, batch_size=batch_size, on_step=lambda step: clock.tick(), verbose=False)
+    return clock.rates()
+
+
+def data_rates(kind: str, data_root: str, batch_size: int, steps: int, warmup: int, interval: int) -> list[float]:
+    """Batches ready for the model (floats in [-1, 1]) per second, with no training at all."""
+    clock = Clock(batch_size, warmup, interval)
+    if kind == "classic":
+        batches = classic_loader(data_root, batch_size)
+        prepare = lambda batch: batch  # noqa: E731 -- its transforms already made floats
+    else:
+        dm = MNISTDataModule(data_root, batch_size)
+        dm.setup("fit")
+        batches = dm.train_dataloader()
+        prepare = lambda batch: dm.on_after_batch_transfer(batch, 0)  # noqa: E731
+    while len(clock.times) < steps:
+        for batch in batches:
+            prepare(batch)
+            clock.tick()
+            if len(clock.times) == steps:
+                break
+    return clock.rates()
+
+
+def measure_in_subprocess(kind: str, args: argparse.Namespace, name: str = "", overrides: list[str] = ()) -> list[float]:
+    """One measurement in a fresh Python process, so that nothing one contender sets up
+    (train.py's allocator setting, compiled code, warm caches) helps or hinders the next."""
+    command = [sys.executable, "-m", "bench.throughput", "--one", kind, "--data-root", args.data_root,
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--interval", str(args.interval),
+               "--batch-size", str(args.batch_size), "--name", name, *overrides]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} {name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(kind: str, args: argparse.Namespace) -> list[float]:
+    timing = (args.steps, args.warmup, args.interval)
+    if kind == "classic":
+        return classic_rates(args.data_root, args.batch_size, *timing)
+    if kind == "project":
+        return project_rates(args.name, args.overrides, args.data_root, *timing)
+    data_timing = (10 * args.steps, 10 * args.warmup, 10 * args.interval)  # batches without training are quick
+    return data_rates(kind.removeprefix("data-"), args.data_root, args.batch_size, *data_timing)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps of each, one round (for CI)")
+    parser.add_argument("--data-root", default="../shared/data", help="the folder that holds MNIST/raw/")
+    parser.add_argument("--variant", action="append", default=[], metavar="'NAME: OVERRIDE ...'",
+                        help="a project configuration to measure, as train.py overrides (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3, help="each contender runs once per round")
+    parser.add_argument("--steps", type=int, default=100, help="training steps per run, warm-up included")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--interval", type=int, default=20, help="steps per timed interval")
+    parser.add_argument("--batch-size", type=int, default=128, help="of the classic loop and the data paths")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--one", choices=["classic", "project", "data-classic", "data-project"], help=argparse.SUPPRESS)
+    parser.add_argument("--name", default="", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # a measurement run by measure_in_subprocess: its rates, as JSON, on the last line
+        print(json.dumps(measure(args.one, args)))
+        return
+    if args.quick:
+        args.rounds, args.steps, args.warmup, args.interval = 1, 12, 4, 4
+
+    variants = {"project": []}
+    for spec in args.variant:
+        name, _, overrides = spec.partition(":")
+        variants[name.strip()] = overrides.split()
+    rates: dict[str, list[float]] = {name: [] for name in ["classic", *variants, "data: classic", "data: project"]}
+    for round_ in range(args.rounds):
+        print(f"round {round_ + 1}/{args.rounds}", flush=True)
+        rates["classic"] += measure_in_subprocess("classic", args)
+        for name, overrides in variants.items():
+            rates[name] += measure_in_subprocess("project", args, name, overrides)
+        for kind in ("classic", "project"):
+            rates[f"data: {kind}"] += measure_in_subprocess(f"data-{kind}", args)
+
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    rows = []
+    for name, median in medians.items():
+        base = medians["data: classic" if name.startswith("data:") else "classic"]
+        rows.append({"name": name, "overrides": " ".join(variants.get(name, [])), "images_per_s": round(median, 1),
+                     "vs_classic": round(median / base, 2), "intervals": len(rates[name])})
+    print(f"\n{'':14} {'images/s':>10} {'x classic':>10} {'intervals':>10}")
+    for row in rows:
+        print(f"{row['name']:14} {row['images_per_s']:>10.1f} {row['vs_classic']:>10.2f} {row['intervals']:>10}")
+    if args.json:
+        machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                   "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__}
+        settings = {k: getattr(args, k) for k in ("rounds", "steps", "warmup", "interval", "batch_size")}
+        Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n")
+        print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The quality metric against wall-clock time: a project run against the classic loop, in one plot.
+
+    python -m bench.time_to_quality --run outputs/runs/<cpu_fast run> \\
+        --classic outputs/bench/classic_25.json --classic-images-per-s 447 --out docs/images/time_to_quality.png
+
+The project run's points are its per-epoch `metric/fid` and `metric/min_digit_share`
+from TensorBoard, at their wall-clock times since the run folder was created
+(start-up and data loading included). The classic loop's points come from
+`python -m bench.classic --json ...`; with `--classic-images-per-s` (the
+benchmark's median, measured on a quiet machine) its epochs are placed at
+epoch x 468 batches x 128 / that rate instead of at the times recorded, which
+are only right when nothing else ran beside it.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+CLASSIC_IMAGES_PER_EPOCH = 468 * 128  # 60k digits in full batches of 128
+
+
+def project_points(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """{tag: [(seconds since the run started, value)]} for the quality metrics of one run."""
+    start = (run_dir / ".hydra").stat().st_mtime  # Hydra writes it first, before anything is built
+    points = {}
+    for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
+        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0}).Reload()
+        for tag in ("metric/fid", "metric/min_digit_share"):
+            if tag in acc.Tags()["scalars"]:
+                points.setdefault(tag, []).extend((e.wall_time - start, e.value) for e in acc.Scalars(tag))
+    return points
+
+
+def classic_points(path: Path, images_per_s: float | None) -> dict[str, list[tuple[float, float]]]:
+    epochs = json.loads(path.read_text())["epochs"]
+    at = lambda e: e["epoch"] * CLASSIC_IMAGES_PER_EPOCH / images_per_s if images_per_s else e["wall_s"]  # noqa: E731
+    return {
+        "metric/fid": [(at(e), e["fid"]) for e in epochs],
+        "metric/min_digit_share": [(at(e), e["min_digit_share"]) for e in epochs],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a train.py run folder")
+    parser.add_argument("--label", default="project (experiment=cpu_fast)")
+    parser.add_argument("--classic", type=Path, required=True, help="the JSON that bench.classic wrote")
+    parser.add_argument("--classic-images-per-s", type=float, help="place the classic epochs at this rate")
+    parser.add_argument("--out", type=Path, default=Path("time_to_quality.png"))
+    args = parser.parse_args()
+
+    runs = {args.label: project_points(args.run), "classic loop": classic_points(args.classic, args.classic_images_per_s)}
+    fig, (ax_fid, ax_share) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, points in runs.items():
+        for ax, tag in ((ax_fid, "metric/fid"), (ax_share, "metric/min_digit_share")):
+            minutes, values = zip(*[(t / 60, v) for t, v in points[tag]])
+            ax.plot(minutes, values, marker="o", markersize=3, label=label)
+    ax_fid.set(xlabel="wall-clock minutes", ylabel="FID (classifier features, lower is better)", yscale="log")
+    ax_share.axhline(0.07, color="grey", linestyle="--", linewidth=1, label="7%: every digit covered")
+    ax_share.set(xlabel="wall-clock minutes", ylabel="share of the rarest digit")
+    for ax in (ax_fid, ax_share):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=100)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

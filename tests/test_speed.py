@@ -1,0 +1,98 @@
+"""The speed switches change how the networks compute, not what they compute; the benchmark runs."""
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from dcgan.data import MNISTDataModule
+from dcgan.module import DCGAN
+from tests.helpers import compose_config, load_checkpoint, only_child, run_script, run_train
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last):
+    torch.manual_seed(0)
+    eager = DCGAN(g_width=16, d_width=16, channels_last=channels_last)
+    compiled = DCGAN(g_width=16, d_width=16, channels_last=channels_last, compile=True)
+    compiled.load_state_dict(eager.state_dict())  # the same keys: compiling in place leaves checkpoints alone
+    z, real = torch.randn(32, 100), torch.rand(32, 1, 28, 28) * 2 - 1
+    outputs = []
+    for model in (eager, compiled):
+        model.discriminator.eval()  # no dropout, so that both see the same network
+        fake = model.generator(z)  # G in training mode: BatchNorm on batch statistics
+        loss = model.discriminator(fake).mean() - model.discriminator(real).mean()
+        loss.backward()
+        outputs.append((fake, loss, grads(model)))
+    (fake_e, loss_e, grads_e), (fake_c, loss_c, grads_c) = outputs
+    torch.testing.assert_close(fake_c, fake_e, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+    assert grads_c.keys() == grads_e.keys()
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-3, atol=1e-5, msg=name)
+    assert not torch.equal(grads_e["generator.net.0.weight"], torch.zeros_like(grads_e["generator.net.0.weight"]))
+
+
+class WeightsAfterEachStep(pl.Callback):
+    def __init__(self):
+        self.weights = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()})
+
+
+def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):
+    probe = WeightsAfterEachStep()
+    model = DCGAN(g_width=16, d_width=16, ema_decay=0.75)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2 * 3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[probe])
+    trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=16))
+    first, second, third = (w["net.0.weight"] for w in probe.weights)
+    # The first update copies G; each later one moves the average a quarter of the way to G.
+    expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third
+    torch.testing.assert_close(model.generator_ema.module.net[0].weight, expected)
+    assert not torch.allclose(expected, third)
+    # The BatchNorm statistics are averaged too, and generate() draws from the average.
+    z = torch.randn(8, 100)
+    model.generator_ema.module.eval()
+    torch.testing.assert_close(model.generate(z), model.generator_ema.module(z))
+    assert not torch.allclose(model.generate(z), model.generator.eval()(z))
+    assert any(key.startswith("generator_ema.") for key in model.state_dict())  # so checkpoints keep it
+
+
+def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_root, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run_script("-m", "bench.throughput", "--quick", "--data-root", mnist_root, "--json", str(out),
+                        "--variant", "plain: model.channels_last=false model.fused_adam=false", timeout=600)
+    print(result.stdout[-1500:])  # the table, in CI's log
+    table = result.stdout[result.stdout.index("images/s"):]
+    for name in ("classic", "project", "plain", "data: classic", "data: project"):
+        assert f"\n{name} " in table
+    rows = {row["name"]: row for row in json.loads(out.read_text())["results"]}
+    assert rows["classic"]["vs_classic"] == 1.0 and rows["data: classic"]["vs_classic"] == 1.0
+    assert rows["plain"]["overrides"] == "model.channels_last=false model.fused_adam=false"
+    assert all(row["images_per_s"] > 0 and row["intervals"] >= 2 for row in rows.values())
+
+
+def test_cpu_fast_preset_trains_a_conditional_gan_in_bf16(mnist_root, classifier_path, tmp_path):
+    cfg = compose_config("experiment=cpu_fast")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.model.num_classes) == ("cpu", "bf16-mixed", 10)
+    assert cfg.trainer.max_time  # a wall-clock cap, whatever the machine
+    # With an EMA generator too, to check that it trains and is saved under bf16.
+    run_train("experiment=cpu_fast", "model.ema_decay=0.9", "trainer.max_epochs=1", "trainer.limit_train_batches=6",
+              "callbacks.quality.num_samples=500", "callbacks.sample_grid.every_n_steps=3", f"data.root={mnist_root}",
+              f"classifier_path={classifier_path}", f"output_root={tmp_path}")
+    run = only_child(tmp_path / "runs")
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["ema_decay"] == 0.9
+    ema = checkpoint["state_dict"]["generator_ema.module.net.0.weight"]
+    assert not torch.equal(ema, checkpoint["state_dict"]["generator.net.0.weight"])
+    assert ema.dtype == torch.float32  # bf16 autocast computes in bf16 but keeps the weights in fp32
+    metrics = json.loads((run / "final_metrics.json").read_text())
+    assert {"metric/fid", "metric/label_accuracy", "metric/min_digit_share"} <= metrics.keys()
+    assert len(list((run / "samples").glob("step_*.png"))) == 2

@@ -111,6 +111,12 @@ def data_rates(kind: str, data_root: str, batch_size: int, steps: int, warmup: i
     return clock.rates()
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
+    return f"{names[0]} x{len(names)}" if names else platform.machine()
+
+
 def measure_in_subprocess(kind: str, args: argparse.Namespace, name: str = "", overrides: list[str] = ()) -> list[float]:
     """One measurement in a fresh Python process, so that nothing one contender sets up
     (train.py's allocator setting, compiled code, warm caches) helps or hinders the next."""
@@ -178,7 +184,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['name']:14} {row['images_per_s']:>10.1f} {row['vs_classic']:>10.2f} {row['intervals']:>10}")
     if args.json:
-        machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
                    "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__}
         settings = {k: getattr(args, k) for k in ("rounds", "steps", "warmup", "interval", "batch_size")}
         Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """The quality metric against wall-clock time: a project run against the classic loop, in one plot.
 
-    python -m bench.time_to_quality --run outputs/runs/<cpu_fast run> \\
+    python -m bench.time_to_quality --run outputs/runs/<cpu_fast run> --label "experiment=cpu_fast" \\
         --classic outputs/bench/classic_25.json --classic-images-per-s 447 --out docs/images/time_to_quality.png
 
 The project run's points are its per-epoch `metric/fid` and `metric/min_digit_share`
@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 CLASSIC_IMAGES_PER_EPOCH = 468 * 128  # 60k digits in full batches of 128
@@ -48,20 +49,23 @@ def classic_points(path: Path, images_per_s: float | None) -> dict[str, list[tup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="a train.py run folder")
-    parser.add_argument("--label", default="project (experiment=cpu_fast)")
+    parser.add_argument("--run", type=Path, action="append", required=True, help="a train.py run folder (repeatable)")
+    parser.add_argument("--label", action="append", help="one per --run (default: the folder's name)")
     parser.add_argument("--classic", type=Path, required=True, help="the JSON that bench.classic wrote")
     parser.add_argument("--classic-images-per-s", type=float, help="place the classic epochs at this rate")
     parser.add_argument("--out", type=Path, default=Path("time_to_quality.png"))
     args = parser.parse_args()
 
-    runs = {args.label: project_points(args.run), "classic loop": classic_points(args.classic, args.classic_images_per_s)}
+    labels = args.label or [run.name for run in args.run]
+    runs = {label: project_points(run) for label, run in zip(labels, args.run, strict=True)}
+    runs["classic loop (bench/classic.py)"] = classic_points(args.classic, args.classic_images_per_s)
     fig, (ax_fid, ax_share) = plt.subplots(1, 2, figsize=(11, 4))
     for label, points in runs.items():
         for ax, tag in ((ax_fid, "metric/fid"), (ax_share, "metric/min_digit_share")):
             minutes, values = zip(*[(t / 60, v) for t, v in points[tag]])
             ax.plot(minutes, values, marker="o", markersize=3, label=label)
     ax_fid.set(xlabel="wall-clock minutes", ylabel="FID (classifier features, lower is better)", yscale="log")
+    ax_fid.yaxis.set_major_formatter(ScalarFormatter())
     ax_share.axhline(0.07, color="grey", linestyle="--", linewidth=1, label="7%: every digit covered")
     ax_share.set(xlabel="wall-clock minutes", ylabel="share of the rarest digit")
     for ax in (ax_fid, ax_share):

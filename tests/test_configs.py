@@ -49,6 +49,7 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
     assert compose_config("trainer=gpu").trainer.precision == "bf16-mixed"
     assert compose_config("trainer=gpu").trainer.accelerator == "gpu"
     assert compose_config("trainer=cpu").trainer.accelerator == "cpu"
+    assert compose_config("trainer=cpu").trainer.precision == "bf16-mixed"
     assert compose_config("trainer=ddp").trainer.strategy._target_ == "dcgan.distributed.GANDDPStrategy"
 
 

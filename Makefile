@@ -1,4 +1,4 @@
-# make train / make test: each sets up .venv from requirements.txt on first use.
+# make train / make test / make bench: each sets up .venv from requirements.txt on first use.
 # Extra options go through ARGS, e.g. make train ARGS="trainer.max_epochs=5"
 
 VENV := .venv
@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 # MNIST: ../shared/data where a machine holds it (no internet needed), else data/ (downloaded on first use).
 MNIST_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),../shared/data,data)
 
-.PHONY: setup train test clean
+.PHONY: setup train test bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ train: setup
 
 test: setup
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest $(ARGS)
+
+bench: setup
+	$(PYTHON) -m bench.throughput --data-root $(MNIST_ROOT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -90,13 +90,16 @@ def train_classic(root: str, epochs: int = 1, max_steps: int | None = None, batc
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--data-root", default="data")
     parser.add_argument("--classifier", default="~/.cache/dcgan-mnist/mnist_classifier.pt")
     parser.add_argument("--num-samples", type=int, default=5000, help="generated digits scored after each epoch")
     parser.add_argument("--json", help="write the per-epoch figures here")
     args = parser.parse_args()
 
+    from dcgan.data import ensure_mnist
     from dcgan.metrics import SampleQuality, load_classifier
+
+    ensure_mnist(args.data_root)
 
     quality = SampleQuality(load_classifier(args.classifier, args.data_root), args.data_root)
     z = torch.randn(args.num_samples, LATENT_DIM, generator=torch.Generator().manual_seed(0))

@@ -33,7 +33,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bench.classic import classic_loader, train_classic
-from dcgan.data import MNISTDataModule
+from dcgan.data import MNISTDataModule, ensure_mnist
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -142,7 +142,7 @@ def measure(kind: str, args: argparse.Namespace) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few steps of each, one round (for CI)")
-    parser.add_argument("--data-root", default="../shared/data", help="the folder that holds MNIST/raw/")
+    parser.add_argument("--data-root", default="data", help="the folder that holds MNIST/raw/")
     parser.add_argument("--variant", action="append", default=[], metavar="'NAME: OVERRIDE ...'",
                         help="a project configuration to measure, as train.py overrides (repeatable)")
     parser.add_argument("--rounds", type=int, default=3, help="each contender runs once per round")
@@ -161,6 +161,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.steps, args.warmup, args.interval = 1, 12, 4, 4
 
+    ensure_mnist(args.data_root)  # downloaded when missing, or a clear message on what to do
     variants = {"project": []}
     for spec in args.variant:
         name, _, overrides = spec.partition(":")

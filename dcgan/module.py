@@ -180,6 +180,19 @@ class DCGAN(pl.LightningModule):
             prog_bar=True,
         )
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resume across a change of `ema_decay`: a checkpoint without an average starts one from its G
+        (n_averaged = 0: the next update copies G), and an average this model does not keep is dropped."""
+        state = checkpoint["state_dict"]
+        has_average = any(key.startswith("generator_ema.") for key in state)
+        if self.generator_ema is None:
+            for key in [key for key in state if key.startswith("generator_ema.")]:
+                del state[key]
+        elif not has_average:
+            state.update({f"generator_ema.module.{key.removeprefix('generator.')}": value.clone()
+                          for key, value in list(state.items()) if key.startswith("generator.")})
+            state["generator_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
+
     def configure_optimizers(self):
         hp = self.hparams
         lr_g = hp.lr if hp.lr_g is None else hp.lr_g

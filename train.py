@@ -87,9 +87,10 @@ def keep_freed_memory() -> None:
 
     By default every tensor over 128 KiB is its own mmap, so each new activation
     is fresh pages that the kernel must fault in and zero: on a 2-core CPU that
-    made elementwise ops of this GAN 5-8x slower and a training step ~30% slower
-    (docs/benchmarks.md). The cost is that the process keeps its peak memory, a
-    few hundred MB here. Elsewhere than Linux with glibc, nothing changes.
+    made elementwise ops of this GAN 5-8x slower and a whole training step 1.45x
+    slower (docs/benchmarks.md). The cost is that the process keeps its peak
+    memory (1.4 GB at most for experiment=cpu_fast). Elsewhere than Linux with
+    glibc, nothing changes.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

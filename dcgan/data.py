@@ -157,6 +157,7 @@ class MNISTDataModule(pl.LightningDataModule):
         """uint8 digits -> floats in [-1, 1], on the device, a batch at a time."""
         images, labels = batch
         return to_model_range(images), labels
+
     def state_dict(self) -> dict:
         """How far training is in the data, for checkpoints: the epoch, and the batches of it already trained on."""
         trainer = self.trainer

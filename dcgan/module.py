@@ -184,11 +184,11 @@ class DCGAN(pl.LightningModule):
         """Resume across a change of `ema_decay`: a checkpoint without an average starts one from its G
         (n_averaged = 0: the next update copies G), and an average this model does not keep is dropped."""
         state = checkpoint["state_dict"]
-        has_average = any(key.startswith("generator_ema.") for key in state)
+        average_keys = [key for key in state if key.startswith("generator_ema.")]
         if self.generator_ema is None:
-            for key in [key for key in state if key.startswith("generator_ema.")]:
+            for key in average_keys:
                 del state[key]
-        elif not has_average:
+        elif not average_keys:
             state.update({f"generator_ema.module.{key.removeprefix('generator.')}": value.clone()
                           for key, value in list(state.items()) if key.startswith("generator.")})
             state["generator_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)

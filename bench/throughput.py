@@ -180,7 +180,8 @@ def main() -> None:
     for name, median in medians.items():
         base = medians["data: classic" if name.startswith("data:") else "classic"]
         rows.append({"name": name, "overrides": " ".join(variants.get(name, [])), "images_per_s": round(median, 1),
-                     "vs_classic": round(median / base, 2), "intervals": len(rates[name])})
+                     "vs_classic": round(median / base, 2), "intervals": len(rates[name]),
+                     "rates": [round(rate, 1) for rate in rates[name]]})  # round by round, for judging the noise
     print(f"\n{'':14} {'images/s':>10} {'x classic':>10} {'intervals':>10}")
     for row in rows:
         print(f"{row['name']:14} {row['images_per_s']:>10.1f} {row['vs_classic']:>10.2f} {row['intervals']:>10}")

@@ -6,6 +6,9 @@ convolutions, the discriminator mirrors it with strided convolutions.
 With `num_classes` set they become a conditional GAN: G reads the label as a
 one-hot vector next to z (Mirza & Osindero, 2014), and D is a projection
 discriminator (Miyato & Koyama, 2018) that adds <embed(y), features(x)> to its logit.
+Two switches in D aim at mode coverage without labels: a minibatch standard
+deviation channel (Karras et al., 2018) and packing several images into one
+D input (PacGAN, Lin et al., 2018).
 """
 
 import torch
@@ -66,14 +69,39 @@ class ByteDropout(nn.Dropout):
         return x * scale
 
 
-class Discriminator(nn.Module):
-    """Maps images (N, 1, 28, 28) [and labels (N,)] to one real-vs-fake logit each, shape (N,)."""
+class MinibatchStd(nn.Module):
+    """Appends one channel: the standard deviation of each feature across a group of `group_size` samples,
+    averaged to one number per group. A collapsed G makes near-identical samples, so D can see it and
+    G is pushed to vary (Karras et al., 2018)."""
 
-    def __init__(self, width: int = 64, dropout: float = 0.3, num_classes: int | None = None):
+    def __init__(self, group_size: int = 4):
         super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = self.group_size if n % self.group_size == 0 else n  # a ragged last batch: one group
+        std = x.float().reshape(group, n // group, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt()
+        per_group = std.mean(dim=(1, 2, 3)).to(x.dtype)  # (n // group,)
+        return torch.cat([x, per_group.repeat(group).view(n, 1, 1, 1).expand(n, 1, h, w)], dim=1)
+
+
+class Discriminator(nn.Module):
+    """Maps images (N, 1, 28, 28) [and labels (N,)] to one real-vs-fake logit each, shape (N,),
+    or with `pack` > 1 to one logit per `pack` consecutive images, shape (N / pack,)."""
+
+    def __init__(
+        self, width: int = 64, dropout: float = 0.3, num_classes: int | None = None,
+        minibatch_std: bool = False, pack: int = 1,
+    ):
+        super().__init__()
+        if pack > 1 and num_classes:
+            raise ValueError("pack > 1 is for unconditional models: one label per packed input is not defined")
+        self.pack = pack
         self.features = nn.Sequential(
-            # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
-            nn.Conv2d(1, width, kernel_size=4, stride=2, padding=1),
+            # No BatchNorm on the input layer (as in the DCGAN paper). PacGAN: `pack` images as channels.
+            # -> width x 14 x 14
+            nn.Conv2d(pack, width, kernel_size=4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
             ByteDropout(dropout),
             # -> (2*width) x 7 x 7
@@ -82,14 +110,17 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True),
             ByteDropout(dropout),
         )
+        self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
         # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
-        self.head = nn.Conv2d(2 * width, 1, kernel_size=7, stride=1, padding=0)
+        self.head = nn.Conv2d(2 * width + int(minibatch_std), 1, kernel_size=7, stride=1, padding=0)
         # Projection: one learned vector per class, dotted with the flattened features.
         self.label_projection = nn.Embedding(num_classes, 2 * width * 7 * 7) if num_classes else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pack > 1:
+            x = x.reshape(x.size(0) // self.pack, self.pack, *x.shape[2:])
         h = self.features(x)
-        logits = self.head(h).view(-1)
+        logits = self.head(self.minibatch_std(h)).view(-1)
         if self.label_projection is not None:
             logits = logits + (self.label_projection(labels) * h.flatten(1)).sum(dim=1)
         return logits

@@ -1,10 +1,12 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dcgan.models import Discriminator, Generator, init_dcgan_weights
@@ -26,6 +28,26 @@ def balanced_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
     return torch.arange(n, device=device) % num_classes
 
 
+SAMPLE_BN = ("running", "batch")
+
+
+@contextmanager
+def batch_statistics(net: nn.Module):
+    """Inside, `net`'s BatchNorm layers normalise with each batch's own statistics and leave their
+    running statistics untouched (no update, as if in eval mode)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    modes = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.train()
+        m.track_running_stats = False  # BatchNorm then passes no running buffers to F.batch_norm
+    try:
+        yield
+    finally:
+        for m, (training, track) in zip(norms, modes):
+            m.train(training)
+            m.track_running_stats = track
+
+
 class DCGAN(pl.LightningModule):
     """DCGAN with the stabilisation tricks of the reference script, each switchable.
 
@@ -39,7 +61,10 @@ class DCGAN(pl.LightningModule):
     Speed switches (docs/benchmarks.md has what each is worth): `channels_last`
     memory format, `compile` (torch.compile of both networks), `fused_adam`.
     With `ema_decay` set, an exponential moving average of G's weights (and
-    BatchNorm statistics) is kept and is what grids, metrics and `generate` use.
+    BatchNorm statistics) is kept from training step `ema_start_step` on, and is
+    what grids, metrics and `generate` use. `sample_bn` says how G's BatchNorm
+    normalises when sampling: "running" (its running statistics, eval mode) or
+    "batch" (the statistics of the batch being drawn, as in training).
     """
 
     def __init__(
@@ -59,16 +84,22 @@ class DCGAN(pl.LightningModule):
         num_fixed_samples: int = 64,
         fixed_noise_seed: int = 1234,
         ema_decay: float | None = None,
+        ema_start_step: int = 0,
+        sample_bn: str = "running",
+        d_minibatch_std: bool = False,
+        d_pack: int = 1,
         channels_last: bool = False,
         compile: bool = False,
         fused_adam: bool = False,
     ):
         super().__init__()
+        if sample_bn not in SAMPLE_BN:
+            raise ValueError(f"sample_bn={sample_bn!r} is not one of {', '.join(SAMPLE_BN)}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = num_classes
         self.generator = Generator(latent_dim, g_width, num_classes)
-        self.discriminator = Discriminator(d_width, d_dropout, num_classes)
+        self.discriminator = Discriminator(d_width, d_dropout, num_classes, d_minibatch_std, d_pack)
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
@@ -100,12 +131,17 @@ class DCGAN(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z) for showing or scoring (the averaged G when there is one): in eval mode, so BatchNorm uses
-        its running statistics and drawing samples changes nothing in the model (training mode is restored after)."""
-        generator = self.generator if self.generator_ema is None else self.generator_ema.module
+        """G(z) for showing or scoring (the averaged G once it has started). Drawing samples changes nothing
+        in the model: BatchNorm uses its running statistics or, with sample_bn="batch", those of `z`'s batch."""
+        averaging = self.generator_ema is not None and self.generator_ema.n_averaged > 0  # 0 before ema_start_step
+        generator = self.generator_ema.module if averaging else self.generator
         was_training = generator.training
         generator.eval()
-        images = generator(z, labels).float()
+        if self.hparams.sample_bn == "batch":
+            with batch_statistics(generator):
+                images = generator(z, labels).float()
+        else:
+            images = generator(z, labels).float()
         generator.train(was_training)
         return images
 
@@ -153,7 +189,7 @@ class DCGAN(pl.LightningModule):
             logits_real = self.discriminator(self.with_instance_noise(real), real_labels)
             logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_labels)
             loss_d = F.binary_cross_entropy_with_logits(
-                logits_real, self.real_targets(n)
+                logits_real, self.real_targets(logits_real.numel())  # N / d_pack logits with packing
             ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
@@ -167,8 +203,8 @@ class DCGAN(pl.LightningModule):
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+        if self.generator_ema is not None and self.step >= self.hparams.ema_start_step:
+            self.generator_ema.update_parameters(self.generator)  # its first update copies G
 
         self.log_dict(
             {

@@ -6,11 +6,14 @@ so a rejected run leaves earlier runs and their checkpoints as they were.
 docs/robustness.md lists every bad input the tests try and the message it gets.
 """
 
+import inspect
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.accelerators import AcceleratorRegistry
+
+from dcgan.module import DCGAN, SAMPLE_BN
 
 # name -> (magic number, header bytes, items, bytes per item) of the idx files torchvision reads
 MNIST_LAYOUT = {
@@ -23,7 +26,7 @@ MNIST_LAYOUT = {
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
-ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples")
+ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack")
 
 
 class BadInput(ValueError):
@@ -44,6 +47,19 @@ def check_config(cfg: DictConfig) -> None:
         raise BadInput(
             f"data.batch_size must be a positive whole number, got {batch_size}. Use e.g. "
             f"data.batch_size=128 (images per device and step)."
+        )
+    sample_bn = cfg.model.get("sample_bn", "running")
+    if sample_bn not in SAMPLE_BN:
+        raise BadInput(
+            f"model.sample_bn={sample_bn} is not a way to sample: use model.sample_bn=running (BatchNorm's running "
+            f"statistics) or model.sample_bn=batch (the statistics of each batch of samples)."
+        )
+    pack = cfg.model.get("d_pack", 1)
+    if not isinstance(pack, int) or pack < 1 or batch_size % pack or (pack > 1 and cfg.model.get("num_classes")):
+        raise BadInput(
+            f"model.d_pack={pack} cannot pack data.batch_size={batch_size} images"
+            f"{' of a conditional model' if cfg.model.get('num_classes') else ''}: D judges d_pack images at once, "
+            f"so it must be a whole number >= 1 that divides the batch size, and 1 with model=cgan. Use e.g. model.d_pack=2."
         )
     check_accelerator(cfg.trainer)
     check_mnist_files(cfg.data.root)
@@ -107,7 +123,9 @@ def check_checkpoint(path: str, hparams: dict) -> None:
         ) from None
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise BadInput(f"ckpt_path={path} is not a checkpoint written by train.py (it has no hyper_parameters or state_dict).")
-    saved = checkpoint["hyper_parameters"]
+    # Checkpoints from before a key existed were written with its default.
+    defaults = {name: p.default for name, p in inspect.signature(DCGAN).parameters.items() if name in ARCHITECTURE}
+    saved = defaults | checkpoint["hyper_parameters"]
     differences = [
         f"{key}={saved.get(key, 'missing')} there but {hparams.get(key, 'missing')} here"
         for key in ARCHITECTURE

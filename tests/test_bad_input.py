@@ -85,6 +85,12 @@ CASES = {
     "zero-lr-d": Case("`model.lr_d=0`", lambda p: ["model.lr_d=0"], "model.lr_d must be a positive number, got 0"),
     "zero-batch": Case("`data.batch_size=0`", lambda p: ["data.batch_size=0"], "data.batch_size must be a positive whole number, got 0"),
     "negative-batch": Case("`data.batch_size=-32`", lambda p: ["data.batch_size=-32"], "got -32"),
+    "pack-not-dividing-batch": Case(
+        "`model.d_pack=3` with `data.batch_size=32`", lambda p: ["model.d_pack=3", "data.batch_size=32"],
+        "model.d_pack=3 cannot pack data.batch_size=32 images",
+    ),
+    "pack-with-cgan": Case("`model=cgan model.d_pack=2`", lambda p: ["model=cgan", "model.d_pack=2"], "of a conditional model"),
+    "unknown-sample-bn": Case("`model.sample_bn=eval`", lambda p: ["model.sample_bn=eval"], "model.sample_bn=eval is not a way to sample"),
     "unknown-accelerator": Case("`trainer.accelerator=tpuu`", lambda p: ["trainer.accelerator=tpuu"], "trainer.accelerator=tpuu is not an accelerator"),
     "gpu-without-gpu": Case(
         "`trainer=gpu` on a machine without a GPU", lambda p: no_gpu(p) or ["trainer=gpu"], "asks for a GPU, but PyTorch finds none"

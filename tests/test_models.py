@@ -119,3 +119,62 @@ def test_byte_dropout_drops_p_rounded_to_256ths_and_rescales_the_rest(memory_for
     # A new mask each call; none in eval mode.
     assert not torch.equal(dropout(x) != 0, kept)
     assert torch.equal(dropout.eval()(x), x)
+
+
+def test_minibatch_std_channel_is_the_spread_within_each_group_of_four():
+    d = Discriminator(width=8, dropout=0.0, minibatch_std=True)
+    h = torch.randn(8, 16, 7, 7)
+    out = d.minibatch_std(h)
+    assert out.shape == (8, 17, 7, 7) and torch.equal(out[:, :16], h)
+    # Groups are samples i, i+2, i+4, i+6 (ProGAN's layout): one value per group, the same at every pixel.
+    expected = h.view(4, 2, 16, 7, 7).std(dim=0, unbiased=False).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out[:, 16, 0, 0], expected.repeat(4), rtol=1e-4, atol=1e-6)
+    assert torch.equal(out[:, 16], out[:, 16, :1, :1].expand(8, 7, 7))
+    identical = d.minibatch_std(torch.ones(8, 16, 7, 7))[:, 16]
+    assert identical.max() < 1e-3  # a collapsed batch shows no spread
+    assert d(torch.rand(6, 1, 28, 28) * 2 - 1).shape == (6,)  # a batch not divisible by 4 is one group
+
+
+def test_packed_discriminator_judges_pack_images_per_logit():
+    d = Discriminator(width=8, dropout=0.0, pack=2).eval()  # eval: BatchNorm must not mix the packs
+    assert d.features[0].in_channels == 2
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    logits = d(x)
+    assert logits.shape == (4,)
+    swapped = x.clone()
+    swapped[[0, 1]] = x[[2, 3]]  # the first pack now holds the second pack's images
+    assert torch.equal(d(swapped)[0], logits[1])
+    with pytest.raises(ValueError, match="unconditional"):
+        Discriminator(width=8, pack=2, num_classes=10)
+
+
+def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
+    torch.manual_seed(0)
+    model = DCGAN(g_width=8, d_width=8, sample_bn="batch")
+    norm = model.generator.net[1]
+    norm.running_mean.fill_(3.0)  # far from any batch's mean, so the two modes differ
+    before = {name: buffer.clone() for name, buffer in model.generator.named_buffers()}
+    z = torch.randn(16, 100)
+    batch_mode = model.generate(z)
+    assert all(torch.equal(before[name], buffer) for name, buffer in model.generator.named_buffers())
+    assert model.generator.training and norm.track_running_stats  # restored
+    model.generator.train()
+    torch.testing.assert_close(batch_mode, model.generator(z))  # what training mode computes
+    model.hparams.sample_bn = "running"
+    assert not torch.allclose(model.generate(z), batch_mode, atol=1e-3)
+
+
+def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
+    model = DCGAN(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
+    data = MNISTDataModule(mnist_root, batch_size=16)
+    trainer = pl.Trainer(max_steps=2 * 2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=data)  # 2 training steps: before the start
+    assert model.generator_ema.n_averaged.item() == 0
+    z = torch.randn(4, 100)
+    model.generator.eval()
+    torch.testing.assert_close(model.generate(z), model.generator(z))  # samples come from G until then
+    trainer = pl.Trainer(max_steps=2 * 5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model, datamodule=data)  # steps 3, 4, 5
+    assert model.generator_ema.n_averaged.item() == 3

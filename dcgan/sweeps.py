@@ -93,7 +93,7 @@ def write_summary(sweep_dir: Path) -> None:
         f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
         "",
         "`objective` is what train.py returns (lower is better; see README, Sweeps). summary.png: the same, drawn.",
-        f"Best: job {min(done)[1]} (the folder whose name starts with {min(done)[1]}_)." if done else "No job has finished yet.",
+        f"Best: job {min(done)[1]} (its folder is {min(done)[1]}/)." if done else "No job has finished yet.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),

@@ -67,3 +67,26 @@ def test_slurm_launcher_asks_for_a_gpu_and_a_task_per_device():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
     assert launcher.partition and launcher.timeout_min > 0
+
+
+def test_recipe_search_trains_each_trial_for_the_same_wall_clock_budget(mnist_root, tmp_path):
+    run_train(
+        "-m", "hydra/sweeper=recipe_search", "hydra.sweeper.n_trials=2", "trainer.max_time=00:00:00:08",
+        "callbacks.quality.num_samples=500", "callbacks.sample_grid.every_n_steps=null",
+        f"data.root={mnist_root}", f"output_root={tmp_path}",
+    )
+    sweep = only_child(tmp_path / "multirun")
+    searched = []
+    for job in jobs(sweep):
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        assert config["trainer"]["precision"] == "bf16-mixed" and config["trainer"]["max_time"] == "00:00:00:08"
+        model = config["model"]
+        assert model["g_width"] in (32, 64, 96) and model["d_pack"] in (1, 2)
+        assert model["betas"] in ([0.5, 0.999], [0.0, 0.99], [0.5, 0.9])  # quoted choices arrive as lists
+        assert model["label_smoothing"] in (None, [0.8, 1.0], [0.9, 1.0])
+        metrics = json.loads((job / "final_metrics.json").read_text())
+        assert metrics["objective"] == metrics["metric/fid"]  # scored where the budget ran out
+        searched.append((model["lr_g"], model["lr_d"]))
+    assert len(set(searched)) == 2
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) >= {"model.g_width", "model.d_minibatch_std", "model.ema_decay", "data.batch_size"}

@@ -83,14 +83,16 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
     assert load_checkpoint(saved)["global_step"] == before["global_step"]  # the old run is left as it was
 
 
-def test_multirun_gives_one_named_folder_per_job(mnist_root, classifier_path, tmp_path):
+def test_multirun_gives_one_numbered_folder_per_job_and_lists_its_values(mnist_root, classifier_path, tmp_path):
     run_train(
         "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.lr=1e-4,4e-4",
         f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}",
     )
-    jobs = sorted(p for p in only_child(tmp_path / "multirun").iterdir() if p.is_dir())
-    assert len(jobs) == 2
-    assert "model.lr=0.0001" in jobs[0].name and "model.lr=0.0004" in jobs[1].name
+    sweep = only_child(tmp_path / "multirun")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [job.name for job in jobs] == ["0", "1"]
+    rows = [line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| ") and "model.lr" not in line]
+    assert {row.split(" | ")[1] for row in rows if row.split(" | ")[0] in ("| 0", "| 1")} == {"0.0001", "0.0004"}
     for job, lr in zip(jobs, (1e-4, 4e-4)):
         ckpt = load_checkpoint(job / "checkpoints" / "last.ckpt")
         assert ckpt["hyper_parameters"]["lr_g"] == lr and ckpt["hyper_parameters"]["lr_d"] == lr

@@ -3,6 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
@@ -69,3 +70,9 @@ def test_seed_repro_is_the_reference_setup():
     assert cfg.callbacks.checkpoint.every_n_epochs == 5
     assert cfg.callbacks.sample_grid.every_n_epochs == 10
     assert cfg.model.lr == 2e-4 and cfg.data.batch_size == 128
+    reference = {"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_dropout": 0.3, "label_smoothing": [0.8, 1.0],
+                 "instance_noise_std": 0.1, "ema_decay": None, "d_minibatch_std": False, "d_pack": 1}
+    # Written out in the preset itself, so that no change of conf/model/dcgan.yaml can move it.
+    preset = OmegaConf.load(CONF / "experiment" / "seed_repro.yaml")
+    assert {key: preset.model[key] for key in reference} == reference
+    assert {key: cfg.model[key] for key in reference} == reference

@@ -84,7 +84,7 @@ JOB_ARGV = "DCGAN_DDP_JOB_ARGV"
 
 def remember_job_argv(task_overrides: list[str], output_dir: str) -> None:
     """In rank 0 of a Hydra job: how the job's other ranks must call train.py (same overrides, same folder)."""
-    # Quoted: a sweep job's folder name holds '=' and ',' (e.g. 0_model.lr=0.0001,seed=1).
+    # Quoted: a folder under an output_root= path with '=' or ',' would otherwise be split by Hydra's override grammar.
     quoted = '"' + output_dir.replace('"', '\\"') + '"'
     os.environ[JOB_ARGV] = json.dumps([*task_overrides, f"hydra.run.dir={quoted}", "hydra.output_subdir=null"])
 

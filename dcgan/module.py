@@ -1,6 +1,6 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -137,10 +137,7 @@ class DCGAN(pl.LightningModule):
         generator = self.generator_ema.module if averaging else self.generator
         was_training = generator.training
         generator.eval()
-        if self.hparams.sample_bn == "batch":
-            with batch_statistics(generator):
-                images = generator(z, labels).float()
-        else:
+        with batch_statistics(generator) if self.hparams.sample_bn == "batch" else nullcontext():
             images = generator(z, labels).float()
         generator.train(was_training)
         return images

@@ -48,13 +48,13 @@ def check_config(cfg: DictConfig) -> None:
             f"data.batch_size must be a positive whole number, got {batch_size}. Use e.g. "
             f"data.batch_size=128 (images per device and step)."
         )
-    sample_bn = cfg.model.get("sample_bn", "running")
+    sample_bn = cfg.model.sample_bn
     if sample_bn not in SAMPLE_BN:
         raise BadInput(
             f"model.sample_bn={sample_bn} is not a way to sample: use model.sample_bn=running (BatchNorm's running "
             f"statistics) or model.sample_bn=batch (the statistics of each batch of samples)."
         )
-    pack = cfg.model.get("d_pack", 1)
+    pack = cfg.model.d_pack
     if not isinstance(pack, int) or pack < 1 or batch_size % pack or (pack > 1 and cfg.model.get("num_classes")):
         raise BadInput(
             f"model.d_pack={pack} cannot pack data.batch_size={batch_size} images"

@@ -14,7 +14,7 @@ TINY = ("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches
 
 
 def jobs(sweep):
-    return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: int(p.name.split("_")[0]))
+    return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: int(p.name))
 
 
 def test_optuna_searches_the_learning_rates_in_parallel_jobs_and_minimises_what_train_py_returns(mnist_root, tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
@@ -27,6 +26,7 @@ from torch.utils.tensorboard.summary import hparams
 from dcgan.data import MNISTNotFoundError
 from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
 from dcgan.guards import NonFiniteLossError
+from dcgan.precision import pick_precision
 from dcgan.resume import TrainingStopped
 from dcgan.validation import BadInput, check_checkpoint, check_config
 
@@ -55,14 +55,6 @@ def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:
     writer = logger.experiment._get_file_writer()
     for summary in hparams(flatten(shown), dict.fromkeys(HPARAM_METRICS, 0.0)):
         writer.add_summary(summary)
-
-
-def pick_gpu_precision(cfg: DictConfig) -> None:
-    """bf16 mixed precision needs an Ampere or newer GPU; older GPUs get fp16 mixed precision instead."""
-    if str(cfg.trainer.precision).startswith("bf16") and torch.cuda.is_available():
-        if not torch.cuda.is_bf16_supported():
-            log.warning("This GPU has no bf16 support: using precision=16-mixed instead of %s", cfg.trainer.precision)
-            cfg.trainer.precision = "16-mixed"
 
 
 def objective(metrics: dict) -> float:
@@ -136,7 +128,7 @@ def train(cfg: DictConfig) -> float:
     keep_freed_memory()
     try:
         check_config(cfg)  # before anything is built or written
-        pick_gpu_precision(cfg)
+        pick_precision(cfg.trainer)
         pl.seed_everything(cfg.seed, workers=True)
         # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
         model = instantiate(cfg.model, _convert_="all")

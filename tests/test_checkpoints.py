@@ -65,5 +65,5 @@ def test_the_same_kill_corrupts_a_checkpoint_written_in_place(tmp_path):
 
 @pytest.mark.parametrize("option", ["default", "ddp"])
 def test_the_trainer_writes_checkpoints_atomically(option):
-    trainer = instantiate(compose_config(f"trainer={option}", "trainer.accelerator=cpu").trainer)
+    trainer = instantiate(compose_config(f"trainer={option}", "trainer.accelerator=cpu", "trainer.precision=32-true").trainer)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
 from dcgan.module import DCGAN
+from dcgan.precision import pick_precision
 from tests.helpers import CONF, compose_config
 
 GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")
@@ -29,6 +30,7 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     assert any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     logger = instantiate(cfg.logger)
     if cfg.trainer.accelerator in ("cpu", "auto"):  # a gpu trainer cannot be built on a machine without one
+        pick_precision(cfg.trainer)  # as train.py does: `auto` becomes a precision Lightning knows
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
         assert isinstance(trainer, pl.Trainer)
 
@@ -52,6 +54,19 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
     assert compose_config("trainer=cpu").trainer.accelerator == "cpu"
     assert compose_config("trainer=cpu").trainer.precision == "bf16-mixed"
     assert compose_config("trainer=ddp").trainer.strategy._target_ == "dcgan.distributed.GANDDPStrategy"
+
+
+@pytest.mark.parametrize("flags,expected", [({"avx512_bf16"}, "bf16-mixed"), ({"amx_bf16"}, "bf16-mixed"),
+                                             ({"avx512f", "avx2"}, "32-true"), (set(), "32-true")])
+def test_default_precision_is_bf16_only_on_cpus_with_bf16_instructions(flags, expected, monkeypatch):
+    monkeypatch.setattr("dcgan.precision.cpu_flags", lambda: flags)
+    trainer_cfg = compose_config("trainer.accelerator=cpu").trainer
+    assert trainer_cfg.precision == "auto"
+    pick_precision(trainer_cfg)
+    assert trainer_cfg.precision == expected
+    explicit = compose_config("trainer.accelerator=cpu", "trainer.precision=32-true").trainer
+    pick_precision(explicit)
+    assert explicit.precision == "32-true"  # a precision the user gave stays as given
 
 
 def test_lr_sets_both_learning_rates_unless_each_is_given():

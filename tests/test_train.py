@@ -9,6 +9,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from dcgan.precision import BF16_CPU_FLAGS, cpu_flags
 from tests.helpers import load_checkpoint, only_child, run_train
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
@@ -32,6 +33,11 @@ def test_smoke_run_writes_sample_grids_named_by_step(smoke_run):
         assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 digits of 28 px, 2 px padding
         pixels = np.asarray(grid.convert("L"), dtype=np.float32)
     assert pixels.std() > 10  # an image with content, not a blank
+
+
+def test_smoke_run_picks_its_precision_from_the_cpu(smoke_run):
+    expected = "bf16-mixed" if BF16_CPU_FLAGS & cpu_flags() else "32-true"
+    assert f"trainer.precision=auto: {expected} on this CPU" in (smoke_run / "train.log").read_text()
 
 
 def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(smoke_run):

@@ -1,0 +1,42 @@
+"""`trainer.precision=auto`: bf16 autocast where the hardware makes it fast, fp32 elsewhere.
+
+bf16 autocast pays on CPUs with AVX-512 BF16 (or AMX) instructions and on GPUs
+with bf16 units (Ampere and newer); elsewhere it is emulated and slower than fp32.
+The weights and the optimizers stay fp32 either way (docs/benchmarks.md).
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16"}
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them; empty elsewhere (no fast path is assumed)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def uses_gpu(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def pick_precision(trainer_cfg: DictConfig) -> None:
+    """Resolve `precision: auto` for the accelerator the run will use, and let bf16 fall back to fp16 mixed
+    precision on GPUs without bf16 (before Ampere), where Lightning would refuse it."""
+    gpu = uses_gpu(str(trainer_cfg.accelerator))
+    if trainer_cfg.precision == "auto":
+        fast = torch.cuda.is_bf16_supported() if gpu else bool(BF16_CPU_FLAGS & cpu_flags())
+        trainer_cfg.precision = "bf16-mixed" if fast else "32-true"
+        log.info("trainer.precision=auto: %s on this %s", trainer_cfg.precision, "GPU" if gpu else "CPU")
+    elif str(trainer_cfg.precision).startswith("bf16") and gpu and not torch.cuda.is_bf16_supported():
+        log.warning("This GPU has no bf16 support: using precision=16-mixed instead of %s", trainer_cfg.precision)
+        trainer_cfg.precision = "16-mixed"

@@ -11,7 +11,8 @@ hits every contender alike), each run in a fresh process of its own:
   per-sample transforms and a DataLoader, on the project's default networks;
 - `project` (and every `--variant`): `train.py`'s own `train()` with the Lightning
   Trainer, its real callbacks and TensorBoard logging, composed from conf/ with
-  the variant's overrides;
+  `experiment=seed_repro` (the classic loop's recipe and networks) and the
+  variant's overrides; `project` itself is fp32, as the classic loop;
 - the data path alone: the classic DataLoader against the in-memory data module.
 Images per second are the median over fixed-length intervals after a warm-up;
 each ratio divides by the classic figure of the same kind.
@@ -162,7 +163,10 @@ def main() -> None:
         args.rounds, args.steps, args.warmup, args.interval = 1, 12, 4, 4
 
     ensure_mnist(args.data_root)  # downloaded when missing, or a clear message on what to do
-    variants = {"project": []}
+    # The classic loop trains the reference recipe (bench/classic.py); every project row starts from it
+    # too, so that both train the same networks on the same batches. `project` is fp32, as the classic loop.
+    reference = ["experiment=seed_repro", f"data.batch_size={args.batch_size}"]
+    variants = {"project": ["trainer.precision=32-true"]}
     for spec in args.variant:
         name, _, overrides = spec.partition(":")
         variants[name.strip()] = overrides.split()
@@ -171,7 +175,7 @@ def main() -> None:
         print(f"round {round_ + 1}/{args.rounds}", flush=True)
         rates["classic"] += measure_in_subprocess("classic", args)
         for name, overrides in variants.items():
-            rates[name] += measure_in_subprocess("project", args, name, overrides)
+            rates[name] += measure_in_subprocess("project", args, name, [*reference, *overrides])
         for kind in ("classic", "project"):
             rates[f"data: {kind}"] += measure_in_subprocess(f"data-{kind}", args)
 

@@ -1,5 +1,7 @@
 """Every option of every config group composes, and the composed configs instantiate."""
 
+import json
+
 import pytest
 import pytorch_lightning as pl
 from hydra.utils import instantiate
@@ -9,7 +11,7 @@ from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
 from dcgan.module import DCGAN
 from dcgan.precision import pick_precision
-from tests.helpers import CONF, compose_config
+from tests.helpers import CONF, compose_config, load_checkpoint, only_child, run_train
 
 GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")
 
@@ -76,7 +78,7 @@ def test_lr_sets_both_learning_rates_unless_each_is_given():
     assert (cfg.model.lr_g, cfg.model.lr_d) == (1e-3, 4e-4)
     opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
     assert opt_g.param_groups[0]["lr"] == 1e-3 and opt_d.param_groups[0]["lr"] == 4e-4
-    assert opt_g.param_groups[0]["betas"] == (0.5, 0.999)
+    assert opt_g.param_groups[0]["betas"] == tuple(cfg.model.betas)
 
 
 def test_seed_repro_is_the_reference_setup():
@@ -85,9 +87,25 @@ def test_seed_repro_is_the_reference_setup():
     assert cfg.callbacks.checkpoint.every_n_epochs == 5
     assert cfg.callbacks.sample_grid.every_n_epochs == 10
     assert cfg.model.lr == 2e-4 and cfg.data.batch_size == 128
-    reference = {"lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_dropout": 0.3, "label_smoothing": [0.8, 1.0],
+    reference = {"g_width": 64, "d_width": 64, "latent_dim": 100, "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_dropout": 0.3, "label_smoothing": [0.8, 1.0],
                  "instance_noise_std": 0.1, "ema_decay": None, "d_minibatch_std": False, "d_pack": 1}
     # Written out in the preset itself, so that no change of conf/model/dcgan.yaml can move it.
     preset = OmegaConf.load(CONF / "experiment" / "seed_repro.yaml")
     assert {key: preset.model[key] for key in reference} == reference
     assert {key: cfg.model[key] for key in reference} == reference
+
+
+@pytest.mark.parametrize("preset", [None, *group_options("experiment")])
+def test_each_preset_trains_briefly_with_its_own_model(preset, mnist_root, tmp_path):
+    """The default and every experiment=... preset: a few real steps, a checkpoint with the preset's
+    model settings, and the metric."""
+    chosen = [f"experiment={preset}"] if preset else []
+    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.max_time=null", "callbacks.checkpoint.every_n_epochs=1",
+             "callbacks.quality.num_samples=500", f"data.root={mnist_root}", f"output_root={tmp_path}"]
+    run_train(*chosen, *short)
+    run = only_child(tmp_path / "runs")
+    saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]
+    model = OmegaConf.to_container(compose_config(*chosen).model, resolve=True)
+    assert {key: saved[key] for key in model if key != "_target_"} == {k: v for k, v in model.items() if k != "_target_"}
+    metrics = json.loads((run / "final_metrics.json").read_text())
+    assert metrics["step"] == 4 and metrics["metric/fid"] > 0

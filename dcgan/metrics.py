@@ -9,7 +9,6 @@ confidence and, for a conditional GAN, how often it reads the digit that was ask
 """
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from dcgan.checkpoints import write_atomically
 from dcgan.data import load_mnist_tensors, to_model_range
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,8 @@ def load_classifier(path: str | Path, data_root: str, device: str = "cpu") -> MN
         if test_accuracy < MIN_TEST_ACCURACY:
             raise RuntimeError(f"The MNIST classifier reached only {test_accuracy:.2%} test accuracy (< 99%).")
         log.info("MNIST classifier: %.2f%% test accuracy, saved to %s", 100 * test_accuracy, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"state_dict": classifier.state_dict(), "test_accuracy": test_accuracy}, tmp)
-        tmp.replace(path)  # atomic: a half-written cache is never picked up
+        cache = {"state_dict": classifier.state_dict(), "test_accuracy": test_accuracy}
+        write_atomically(path, lambda f: torch.save(cache, f))  # a half-written cache is never picked up
     with torch.random.fork_rng():  # its random init (overwritten below) must not shift a training run's stream
         classifier = MNISTClassifier()
     classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])

@@ -15,8 +15,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,6 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dcgan.checkpoints import write_atomically
 from dcgan.reports import read_scalars
 
 
@@ -71,14 +70,6 @@ def summary_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
-def write_atomically(path: Path, content: str | bytes) -> None:
-    # Jobs that end at the same time may write at once: each write replaces the file whole.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-        f.write(content)
-    os.replace(tmp, path)
-
-
 def write_summary(sweep_dir: Path) -> None:
     rows = read_jobs(sweep_dir)
     if not rows:
@@ -86,7 +77,8 @@ def write_summary(sweep_dir: Path) -> None:
     header, table = summary_table(rows)
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows([header, *table])
-    write_atomically(sweep_dir / "summary.csv", out.getvalue())
+    # Jobs that end at the same time may write at once: each write replaces the file whole.
+    write_atomically(sweep_dir / "summary.csv", lambda f: f.write(out.getvalue().encode()))
     done = [(float(r["metrics"]["objective"]), r["job"]) for r in rows if not math.isnan(r["metrics"].get("objective", math.nan))]
     write_figure(sweep_dir / "summary.png", rows)
     lines = [
@@ -99,7 +91,7 @@ def write_summary(sweep_dir: Path) -> None:
         "|" + " --- |" * len(header),
         *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table),
     ]
-    write_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+    write_atomically(sweep_dir / "summary.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
 
 def write_figure(path: Path, rows: list[dict]) -> None:
@@ -122,7 +114,7 @@ def write_figure(path: Path, rows: list[dict]) -> None:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=80)
     plt.close(fig)
-    write_atomically(path, png.getvalue())
+    write_atomically(path, lambda f: f.write(png.getvalue()))
 
 
 class SweepSummary(Callback):

@@ -15,13 +15,15 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
-# What torchvision.datasets.MNIST reads, under <root>/MNIST/raw/.
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+# What torchvision.datasets.MNIST reads, under <root>/MNIST/raw/:
+# name -> (magic number, header bytes, items, bytes per item) of each idx file.
+MNIST_LAYOUT = {
+    "train-images-idx3-ubyte": (2051, 16, 60_000, 28 * 28),
+    "train-labels-idx1-ubyte": (2049, 8, 60_000, 1),
+    "t10k-images-idx3-ubyte": (2051, 16, 10_000, 28 * 28),
+    "t10k-labels-idx1-ubyte": (2049, 8, 10_000, 1),
+}
+MNIST_FILES = tuple(MNIST_LAYOUT)
 DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in seconds, not hang
 
 
@@ -37,6 +39,30 @@ class MNISTNotFoundError(RuntimeError):
 def mnist_present(root: str | Path) -> bool:
     raw = Path(root) / "MNIST" / "raw"
     return all((raw / name).is_file() for name in MNIST_FILES)
+
+
+def mnist_file_problem(root: str | Path) -> str | None:
+    """What is wrong with the MNIST files already under `root`/MNIST/raw (a wrong magic number, a wrong
+    length), in one paragraph with the fix; None when each is right or missing (missing ones get downloaded)."""
+    raw = Path(root) / "MNIST" / "raw"
+    for name, (magic, header, items, item_bytes) in MNIST_LAYOUT.items():
+        path = raw / name
+        if not path.is_file():
+            continue
+        with open(path, "rb") as f:
+            found = int.from_bytes(f.read(4), "big")
+        if found != magic:
+            return (
+                f"{path} is not the MNIST file of that name: it starts with magic number {found}, not {magic}. "
+                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
+            )
+        size, expected = path.stat().st_size, header + items * item_bytes
+        if size != expected:
+            return (
+                f"{path} is truncated or padded: {size} bytes instead of {expected} ({items} items). "
+                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
+            )
+    return None
 
 
 def ensure_mnist(root: str | Path) -> None:

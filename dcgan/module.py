@@ -30,6 +30,10 @@ def balanced_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
 
 SAMPLE_BN = ("running", "batch")
 
+# The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
+# the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
+ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack")
+
 
 @contextmanager
 def batch_statistics(net: nn.Module):

@@ -13,21 +13,8 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
-from dcgan.module import DCGAN, SAMPLE_BN
-
-# name -> (magic number, header bytes, items, bytes per item) of the idx files torchvision reads
-MNIST_LAYOUT = {
-    "train-images-idx3-ubyte": (2051, 16, 60_000, 28 * 28),
-    "train-labels-idx1-ubyte": (2049, 8, 60_000, 1),
-    "t10k-images-idx3-ubyte": (2051, 16, 10_000, 28 * 28),
-    "t10k-labels-idx1-ubyte": (2049, 8, 10_000, 1),
-}
-
-
-# The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
-# the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
-ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack")
-
+from dcgan.data import mnist_file_problem
+from dcgan.module import ARCHITECTURE, DCGAN, SAMPLE_BN
 
 class BadInput(ValueError):
     """Something the user gave (a config value, a file) cannot work. The message says what to do instead."""
@@ -62,7 +49,8 @@ def check_config(cfg: DictConfig) -> None:
             f"so it must be a whole number >= 1 that divides the batch size, and 1 with model=cgan. Use e.g. model.d_pack=2."
         )
     check_accelerator(cfg.trainer)
-    check_mnist_files(cfg.data.root)
+    if problem := mnist_file_problem(cfg.data.root):
+        raise BadInput(problem)
 
 
 def check_accelerator(trainer: DictConfig) -> None:
@@ -85,28 +73,6 @@ def check_accelerator(trainer: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU. "
             "Leave it false there (each process then normalises with its own batch's statistics)."
         )
-
-
-def check_mnist_files(root: str) -> None:
-    """The four MNIST files, when present, have the right magic number and length (missing ones get downloaded)."""
-    raw = Path(root) / "MNIST" / "raw"
-    for name, (magic, header, items, item_bytes) in MNIST_LAYOUT.items():
-        path = raw / name
-        if not path.is_file():
-            continue
-        with open(path, "rb") as f:
-            found = int.from_bytes(f.read(4), "big")
-        if found != magic:
-            raise BadInput(
-                f"{path} is not the MNIST file of that name: it starts with magic number {found}, not {magic}. "
-                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
-            )
-        size, expected = path.stat().st_size, header + items * item_bytes
-        if size != expected:
-            raise BadInput(
-                f"{path} is truncated or padded: {size} bytes instead of {expected} ({items} items). "
-                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
-            )
 
 
 def check_checkpoint(path: str, hparams: dict) -> None:

@@ -1,13 +1,17 @@
-"""Callbacks that show and measure training progress: sample grids, the quality metric, the run's report."""
+"""Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report."""
 
+import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
-from dcgan.metrics import SampleQuality, load_classifier
+from dcgan.metrics import REAL_DIGITS_FID, SampleQuality, load_classifier
 from dcgan.reports import write_curves, write_progress_gif
+
+log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
@@ -90,3 +94,58 @@ class RunReport(pl.Callback):
                 logger.experiment.flush()
         write_progress_gif(self.run_dir)
         write_curves(self.run_dir)
+
+
+class ProgressLog(pl.Callback):
+    """The run in train.log and on the console, as the reference script printed it, also when stdout is not
+    a terminal: every `trainer.log_every_n_steps` steps the losses and D's mean outputs, at each epoch end
+    its metric, and at the end a summary with where the outputs are and the commands that go on from them.
+
+    It reads the logged values only at those steps, so other steps never wait for them."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = Path(run_dir)
+        self.started = self.epoch_started = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module):
+        self.started = time.monotonic()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_started = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not trainer.is_global_zero or pl_module.step % trainer.log_every_n_steps:
+            return
+        m = trainer.callback_metrics
+        log.info("step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f", pl_module.step,
+                 trainer.current_epoch + 1, m["loss/d"], m["loss/g"], m["d/real"], m["d/fake"])
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ended at step {pl_module.step}, " \
+               f"{time.monotonic() - self.epoch_started:.0f} s"
+        log.info("%s%s", line, self.quality(trainer))
+
+    def on_train_end(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        lines = [f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
+                 f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)"]
+        if last:
+            lines += [f"  checkpoint:   {last}",
+                      f"  resume:       python train.py ckpt_path={last} <this run's overrides>",
+                      f"  evaluate:     python evaluate.py ckpt_path={last}"]
+        log.info("\n".join(lines))
+
+    @staticmethod
+    def quality(trainer) -> str:
+        m = trainer.callback_metrics
+        if "metric/fid" not in m:
+            return ""
+        shares = [float(m[f"digits/{d}"]) for d in range(10)]
+        rarest = min(range(10), key=shares.__getitem__)
+        return (f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
+                f"rarest digit {rarest} at {shares[rarest]:.1%}")

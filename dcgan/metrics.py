@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 NUM_DIGITS = 10
 MIN_TEST_ACCURACY = 0.99  # below this the classifier's features would not be trusted
+REAL_DIGITS_FID = 3.28  # the floor: 10k real training digits (`python evaluate.py real=true`, docs/metric.md)
 
 
 class MNISTClassifier(nn.Module):

@@ -40,6 +40,19 @@ def test_smoke_run_picks_its_precision_from_the_cpu(smoke_run):
     assert f"trainer.precision=auto: {expected} on this CPU" in (smoke_run / "train.log").read_text()
 
 
+def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script(smoke_run):
+    text = (smoke_run / "train.log").read_text()  # written by logging, so also when stdout is not a terminal
+    steps = [int(line.split("step ")[1].split(",")[0]) for line in text.splitlines() if "loss_D" in line]
+    assert steps == [5, 10, 15, 20]  # experiment=smoke: trainer.log_every_n_steps=5
+    assert all(k in text for k in ("loss_G", "D(x)", "D(G(z))"))
+    for epoch, step in ((1, 10), (2, 20)):
+        assert f"epoch {epoch}/2 ended at step {step}" in text
+    assert text.count(": FID ") == 3 and "rarest digit" in text  # two epochs and the summary
+    summary = text[text.index("Training ended at step 20 after"):]
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    assert f"python train.py ckpt_path={last}" in summary and f"python evaluate.py ckpt_path={last}" in summary
+
+
 def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(smoke_run):
     acc = events(smoke_run)
     assert SCALARS <= set(acc.Tags()["scalars"])

@@ -4,7 +4,7 @@
     python train.py trainer.accelerator=gpu      # any config key can be overridden
     python train.py -m model.lr=1e-4,2e-4,4e-4   # a sweep, one run folder per value
 
-See README.md for the configs and the outputs.
+docs/training.md and docs/configs.md have the outputs and the configs.
 """
 
 import ctypes

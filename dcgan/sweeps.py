@@ -84,7 +84,7 @@ def write_summary(sweep_dir: Path) -> None:
     lines = [
         f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
         "",
-        "`objective` is what train.py returns (lower is better; see README, Sweeps). summary.png: the same, drawn.",
+        "`objective` is what train.py returns (lower is better; see docs/scaling.md, Sweeps). summary.png: the same, drawn.",
         f"Best: job {min(done)[1]} (its folder is {min(done)[1]}/)." if done else "No job has finished yet.",
         "",
         "| " + " | ".join(header) + " |",

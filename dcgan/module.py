@@ -257,7 +257,7 @@ def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") ->
     if not path.is_file():
         raise CheckpointError(
             f"There is no checkpoint at {path}. Training runs save theirs as "
-            "outputs/runs/<run>/checkpoints/last.ckpt (and epoch=NNN.ckpt); give one of those as ckpt_path=..."
+            "outputs/runs/<run>/checkpoints/last.ckpt (and epoch_NNN.ckpt); give one of those as ckpt_path=..."
         )
     try:
         return DCGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
@@ -267,5 +267,5 @@ def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") ->
         raise CheckpointError(
             f"{path} is not a readable DCGAN checkpoint ({reason}). It may be truncated or corrupt, "
             "or not written by this project's train.py; give another one as ckpt_path=..., e.g. the run's "
-            "checkpoints/last.ckpt or an earlier checkpoints/epoch=NNN.ckpt."
+            "checkpoints/last.ckpt or an earlier checkpoints/epoch_NNN.ckpt."
         ) from None

@@ -85,7 +85,7 @@ def check_checkpoint(path: str, hparams: dict) -> None:
         reason = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
         raise BadInput(
             f"ckpt_path={path} is not a readable checkpoint ({reason}): it is truncated or corrupt. "
-            f"Resume from another checkpoint of that run, e.g. an epoch=NNN.ckpt beside it."
+            f"Resume from another checkpoint of that run, e.g. an epoch_NNN.ckpt beside it."
         ) from None
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise BadInput(f"ckpt_path={path} is not a checkpoint written by train.py (it has no hyper_parameters or state_dict).")

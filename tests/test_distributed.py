@@ -56,7 +56,7 @@ def test_ddp_ranks_draw_different_noise(ddp_run):
 
 
 def test_ddp_run_writes_one_set_of_checkpoints_grids_and_logs(ddp_run):
-    assert {p.name for p in (ddp_run / "checkpoints").iterdir()} == {"epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
+    assert {p.name for p in (ddp_run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
     assert load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["global_step"] == 2 * 6  # 3 steps per epoch
     assert sorted(p.name for p in (ddp_run / "samples").iterdir()) == [
         "step_0000002_epoch_001.png", "step_0000003_epoch_001.png", "step_0000004_epoch_002.png", "step_0000006_epoch_002.png"

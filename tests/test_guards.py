@@ -25,7 +25,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_check
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert "loss/g is nan at step 6" in message and str(last) in message and "\n" not in message
     # Nothing was written after step 4's epoch end: last.ckpt is that one, with finite weights.
-    assert {p.name for p in last.parent.iterdir()} == {"epoch=000.ckpt", "last.ckpt"}
+    assert {p.name for p in last.parent.iterdir()} == {"epoch_000.ckpt", "last.ckpt"}
     saved = load_checkpoint(last)
     assert saved["global_step"] == 2 * 4
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())

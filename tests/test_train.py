@@ -75,7 +75,7 @@ def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(sm
 
 def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):
     ckpts = smoke_run / "checkpoints"
-    assert {p.name for p in ckpts.glob("*.ckpt")} == {"epoch=000.ckpt", "epoch=001.ckpt", "last.ckpt"}
+    assert {p.name for p in ckpts.glob("*.ckpt")} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
     last = load_checkpoint(ckpts / "last.ckpt")
     assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
     assert last["state_dict"]["fixed_noise"].shape == (64, 100)

@@ -230,14 +230,25 @@ class DCGAN(pl.LightningModule):
                           for key, value in list(state.items()) if key.startswith("generator.")})
             state["generator_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
 
-    def configure_optimizers(self):
+    def learning_rates(self) -> tuple[float, float]:
+        """(G's, D's): `lr_g` and `lr_d`, each `lr` when not given."""
         hp = self.hparams
-        lr_g = hp.lr if hp.lr_g is None else hp.lr_g
-        lr_d = hp.lr if hp.lr_d is None else hp.lr_d
+        return (hp.lr if hp.lr_g is None else hp.lr_g), (hp.lr if hp.lr_d is None else hp.lr_d)
+
+    def configure_optimizers(self):
+        lr_g, lr_d = self.learning_rates()
+        betas, fused = tuple(self.hparams.betas), self.hparams.fused_adam or None
         # fused: one kernel for all of a network's parameters instead of several per tensor.
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=tuple(hp.betas), fused=hp.fused_adam or None)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=tuple(hp.betas), fused=hp.fused_adam or None)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=betas, fused=fused)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=betas, fused=fused)
         return opt_g, opt_d
+
+    def on_train_start(self) -> None:
+        # A resumed run's Adam states come back with the learning rates and betas they were saved with:
+        # the config's win, so that a resume can change them (a lower lr after a divergence, say).
+        for optimizer, lr in zip(self.optimizers(), self.learning_rates(), strict=True):
+            for group in optimizer.optimizer.param_groups:
+                group["lr"], group["betas"] = lr, tuple(self.hparams.betas)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -102,6 +102,17 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
     assert load_checkpoint(saved)["global_step"] == before["global_step"]  # the old run is left as it was
 
 
+def test_resume_trains_with_the_learning_rates_it_is_given(smoke_run, mnist_root, classifier_path, tmp_path):
+    # Adam's saved state holds the old rates; the config's must win, or "resume with a lower lr" does nothing.
+    saved = smoke_run / "checkpoints" / "last.ckpt"
+    run_train(f"ckpt_path={saved}", "experiment=smoke", "trainer.max_epochs=3", "model.lr=1e-5", "model.betas=[0.3,0.9]",
+              f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}")
+    resumed = load_checkpoint(only_child(tmp_path / "runs") / "checkpoints" / "last.ckpt")
+    assert load_checkpoint(saved)["optimizer_states"][0]["param_groups"][0]["lr"] != 1e-5
+    for state in resumed["optimizer_states"]:
+        assert [(g["lr"], tuple(g["betas"])) for g in state["param_groups"]] == [(1e-5, (0.3, 0.9))]
+
+
 def test_multirun_gives_one_numbered_folder_per_job_and_lists_its_values(mnist_root, classifier_path, tmp_path):
     run_train(
         "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.lr=1e-4,4e-4",

@@ -98,13 +98,14 @@ def test_cpu_fast_preset_trains_a_conditional_gan_in_bf16(mnist_root, classifier
     assert len(list((run / "samples").glob("step_*.png"))) == 2
 
 
-def test_a_run_without_an_average_resumes_with_one_and_back(smoke_run, mnist_root, classifier_path, tmp_path):
+def test_a_run_with_an_average_resumes_without_one_and_back(smoke_run, mnist_root, classifier_path, tmp_path):
     common = ("experiment=smoke", f"data.root={mnist_root}", f"classifier_path={classifier_path}", "callbacks.quality=null")
-    plain = smoke_run / "checkpoints" / "last.ckpt"
-    run_train(*common, f"ckpt_path={plain}", "model.ema_decay=0.9", "trainer.max_epochs=3", f"output_root={tmp_path / 'ema'}")
-    with_average = only_child(tmp_path / "ema" / "runs") / "checkpoints" / "last.ckpt"
-    state = load_checkpoint(with_average)["state_dict"]
+    averaged = smoke_run / "checkpoints" / "last.ckpt"  # the default keeps an average of G
+    assert any(key.startswith("generator_ema.") for key in load_checkpoint(averaged)["state_dict"])
+    run_train(*common, f"ckpt_path={averaged}", "model.ema_decay=null", "trainer.max_epochs=3", f"output_root={tmp_path / 'plain'}")
+    plain = only_child(tmp_path / "plain" / "runs") / "checkpoints" / "last.ckpt"
+    assert not any(key.startswith("generator_ema.") for key in load_checkpoint(plain)["state_dict"])
+    run_train(*common, f"ckpt_path={plain}", "model.ema_decay=0.9", "model.ema_start_step=0", "trainer.max_epochs=4",
+              f"output_root={tmp_path / 'ema'}")
+    state = load_checkpoint(only_child(tmp_path / "ema" / "runs") / "checkpoints" / "last.ckpt")["state_dict"]
     assert state["generator_ema.n_averaged"] == 10  # started anew at the resume, then 10 steps averaged
-    run_train(*common, f"ckpt_path={with_average}", "trainer.max_epochs=4", f"output_root={tmp_path / 'plain'}")
-    state = load_checkpoint(only_child(tmp_path / "plain" / "runs") / "checkpoints" / "last.ckpt")["state_dict"]
-    assert not any(key.startswith("generator_ema.") for key in state)

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from dcgan.precision import BF16_CPU_FLAGS, cpu_flags
-from tests.helpers import load_checkpoint, only_child, run_train
+from tests.helpers import compose_config, load_checkpoint, only_child, run_train
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
 SMOKE_STEPS = 20  # experiment=smoke: 2 epochs of 10 training steps
@@ -67,8 +67,9 @@ def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(sm
     assert {f"digits/{d}" for d in range(10)} <= set(acc.Tags()["scalars"])
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     hparams = HParamsPluginData.FromString(content).session_start_info.hparams
-    assert hparams["model.lr"].number_value == pytest.approx(2e-4)
-    assert hparams["data.batch_size"].number_value == 32
+    composed = compose_config("experiment=smoke")  # what the run was given
+    assert hparams["model.lr"].number_value == pytest.approx(composed.model.lr)
+    assert hparams["data.batch_size"].number_value == composed.data.batch_size
     experiment = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == SCALARS
 

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
-from dcgan.metrics import REAL_DIGITS_FID, SampleQuality, load_classifier
+from dcgan.metrics import NUM_DIGITS, REAL_DIGITS_FID, SampleQuality, load_classifier
 from dcgan.reports import write_curves, write_progress_gif
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class ProgressLog(pl.Callback):
         m = trainer.callback_metrics
         if "metric/fid" not in m:
             return ""
-        shares = [float(m[f"digits/{d}"]) for d in range(10)]
-        rarest = min(range(10), key=shares.__getitem__)
+        shares = [float(m[f"digits/{d}"]) for d in range(NUM_DIGITS)]
+        rarest = min(range(NUM_DIGITS), key=shares.__getitem__)
         return (f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
                 f"rarest digit {rarest} at {shares[rarest]:.1%}")

@@ -16,6 +16,7 @@ from pytorch_lightning.accelerators import AcceleratorRegistry
 from dcgan.data import mnist_file_problem
 from dcgan.module import ARCHITECTURE, DCGAN, SAMPLE_BN
 
+
 class BadInput(ValueError):
     """Something the user gave (a config value, a file) cannot work. The message says what to do instead."""
 

@@ -34,6 +34,16 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
 
 
+def grid_columns(model) -> int:
+    """Digits per grid row: 10 for a conditional model (a column per digit), else 8."""
+    return 10 if model.num_classes else 8
+
+
+def save_grid(images: torch.Tensor, output: Path, nrow: int) -> None:
+    """Images in [-1, 1] as one PNG grid, `nrow` to a row, 2 pixels apart."""
+    save_image(images, output, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+
+
 def requested_labels(model, cfg: DictConfig, n: int) -> torch.Tensor | None:
     """The labels to draw for a conditional model: cfg.digits cycled over n samples (default 0-9)."""
     if not model.num_classes:
@@ -69,7 +79,7 @@ def main(cfg: DictConfig) -> None:
 
     if cfg.mode == "sample":
         images, labels = model.sample(cfg.num_samples, seed=cfg.seed, labels=requested_labels(model, cfg, cfg.num_samples))
-        nrow = cfg.nrow or (10 if model.num_classes else 8)
+        nrow = cfg.nrow or grid_columns(model)
     elif cfg.mode == "interpolate":
         images, labels = interpolate(model, cfg)
         nrow = cfg.steps
@@ -83,7 +93,7 @@ def main(cfg: DictConfig) -> None:
             arrays["labels"] = labels.cpu().numpy()
         np.savez_compressed(output, **arrays)
     else:
-        save_image(images, output, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
+        save_grid(images, output, nrow)
     print(f"wrote {len(images)} digits to {output}")
 
 

@@ -1,15 +1,20 @@
-"""Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report."""
+"""Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report,
+and the reference script's own files."""
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
+from dcgan.checkpoints import write_atomically
 from dcgan.metrics import NUM_DIGITS, REAL_DIGITS_FID, SampleQuality, load_classifier
 from dcgan.reports import write_curves, write_progress_gif
+from dcgan.weights import plain_state_dict, sampling_generator
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,38 @@ class SampleGrid(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", grid, global_step=step)
+
+
+class SeedStyleFiles(pl.Callback):
+    """The files of the reference script that users copy, by its names, for code that expects them: every
+    `weights_every_n_epochs` epochs `generator_epoch_X.pth` and `discriminator_epoch_X.pth` (plain state_dicts
+    of Generator and Discriminator), every `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (G(fixed
+    noise), `nrow` to a row); X is the epoch counted from 1, XXXX the same in 4 digits.
+
+    The generator saved is the one the image and generate() draw with: the moving average once it has started.
+    Off unless `enabled` (experiment=seed_repro turns it on); either interval can be turned off with null.
+    """
+
+    def __init__(self, dirpath: str, enabled: bool = False, weights_every_n_epochs: int | None = 5,
+                 image_every_n_epochs: int | None = 10, nrow: int = 8):
+        self.dirpath = Path(dirpath)
+        self.enabled = enabled
+        self.weights_every_n_epochs = weights_every_n_epochs
+        self.image_every_n_epochs = image_every_n_epochs
+        self.nrow = nrow
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        epoch = trainer.current_epoch + 1
+        if self.weights_every_n_epochs and epoch % self.weights_every_n_epochs == 0:
+            for name, net in (("generator", sampling_generator(pl_module)), ("discriminator", pl_module.discriminator)):
+                write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
+        if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
+            images = pl_module.generate(pl_module.fixed_noise, pl_module.fixed_labels)
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            save_image(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", nrow=self.nrow, normalize=True,
+                       value_range=(-1, 1), padding=2)
 
 
 class QualityMetrics(pl.Callback):

@@ -8,7 +8,9 @@ one-hot vector next to z (Mirza & Osindero, 2014), and D is a projection
 discriminator (Miyato & Koyama, 2018) that adds <embed(y), features(x)> to its logit.
 Two switches in D aim at mode coverage without labels: a minibatch standard
 deviation channel (Karras et al., 2018) and packing several images into one
-D input (PacGAN, Lin et al., 2018).
+D input (PacGAN, Lin et al., 2018). A third needs no labels either: with
+`info_codes` D also has a head that guesses which of that many categories G was
+given (InfoGAN, Chen et al., 2016), so that G learns to draw distinct kinds of image.
 """
 
 import torch
@@ -19,13 +21,21 @@ from dcgan.dropout import ByteDropout
 
 
 class Generator(nn.Module):
-    """Maps latents z (N, latent_dim) [and labels (N,)] to images in [-1, 1] of shape (N, 1, 28, 28)."""
+    """Maps latents z (N, latent_dim) [and labels (N,)] to images in [-1, 1] of shape (N, 1, 28, 28).
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None):
+    With `info_codes`, z also picks a category: the argmax of its first `info_codes` entries, uniform
+    over the categories for Gaussian z. G reads it as a one-hot vector, so z alone still sets the image.
+    """
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None,
+                 info_codes: int | None = None):
         super().__init__()
+        if info_codes is not None and not 2 <= info_codes <= latent_dim:
+            raise ValueError(f"info_codes={info_codes} must be between 2 and latent_dim={latent_dim}")
         self.latent_dim = latent_dim
         self.num_classes = num_classes
-        in_channels = latent_dim + (num_classes or 0)
+        self.info_codes = info_codes
+        in_channels = latent_dim + (num_classes or 0) + (info_codes or 0)
         self.net = nn.Sequential(
             # z, seen as a 1x1 image -> (2*width) x 7 x 7
             nn.ConvTranspose2d(in_channels, 2 * width, kernel_size=7, stride=1, padding=0, bias=False),
@@ -40,10 +50,17 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
+    def code(self, z: torch.Tensor) -> torch.Tensor:
+        """The category (N,) that z picks when `info_codes` is set."""
+        return z[:, : self.info_codes].argmax(dim=1)
+
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = [z]
         if self.num_classes:
-            z = torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)
-        return self.net(z.view(z.size(0), -1, 1, 1))
+            inputs.append(F.one_hot(labels, self.num_classes).to(z.dtype))
+        if self.info_codes:
+            inputs.append(F.one_hot(self.code(z), self.info_codes).to(z.dtype))
+        return self.net(torch.cat(inputs, dim=1).view(z.size(0), -1, 1, 1))
 
 
 class MinibatchStd(nn.Module):
@@ -69,7 +86,7 @@ class Discriminator(nn.Module):
 
     def __init__(
         self, width: int = 64, dropout: float = 0.3, num_classes: int | None = None,
-        minibatch_std: bool = False, pack: int = 1,
+        minibatch_std: bool = False, pack: int = 1, info_codes: int | None = None,
     ):
         super().__init__()
         if pack > 1 and num_classes:
@@ -92,14 +109,20 @@ class Discriminator(nn.Module):
         self.head = nn.Conv2d(2 * width + int(minibatch_std), 1, kernel_size=7, stride=1, padding=0)
         # Projection: one learned vector per class, dotted with the flattened features.
         self.label_projection = nn.Embedding(num_classes, 2 * width * 7 * 7) if num_classes else None
+        # InfoGAN's Q: for each of the `pack` images, logits over the categorical code G was given.
+        self.info_codes = info_codes
+        self.code_head = nn.Conv2d(2 * width, pack * info_codes, kernel_size=7) if info_codes else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, with_codes: bool = False):
+        """The real-vs-fake logits; with `with_codes`, also the code logits (N, info_codes) of each image."""
         if self.pack > 1:
             x = x.reshape(x.size(0) // self.pack, self.pack, *x.shape[2:])
         h = self.features(x)
         logits = self.head(self.minibatch_std(h)).view(-1)
         if self.label_projection is not None:
             logits = logits + (self.label_projection(labels) * h.flatten(1)).sum(dim=1)
+        if with_codes:
+            return logits, self.code_head(h).reshape(-1, self.info_codes)
         return logits
 
 

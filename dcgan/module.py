@@ -32,7 +32,8 @@ SAMPLE_BN = ("running", "batch")
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
-ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack")
+ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack",
+                "info_codes")
 
 
 @contextmanager
@@ -92,6 +93,8 @@ class DCGAN(pl.LightningModule):
         sample_bn: str = "running",
         d_minibatch_std: bool = False,
         d_pack: int = 1,
+        info_codes: int | None = None,
+        info_weight: float = 1.0,
         channels_last: bool = False,
         compile: bool = False,
         fused_adam: bool = False,
@@ -102,8 +105,8 @@ class DCGAN(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = num_classes
-        self.generator = Generator(latent_dim, g_width, num_classes)
-        self.discriminator = Discriminator(d_width, d_dropout, num_classes, d_minibatch_std, d_pack)
+        self.generator = Generator(latent_dim, g_width, num_classes, info_codes)
+        self.discriminator = Discriminator(d_width, d_dropout, num_classes, d_minibatch_std, d_pack, info_codes)
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
@@ -174,6 +177,15 @@ class DCGAN(pl.LightningModule):
         std = instance_noise_std(self.step, self.hparams.instance_noise_std, self.hparams.instance_noise_anneal_steps)
         return images + std * torch.randn_like(images) if std > 0 else images
 
+    def judge_fake(self, fake: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None):
+        """D's logits for the fakes, and InfoGAN's loss: how badly D's code head guesses the category z picked
+        (0 without `info_codes`). Both players lower it: D's head learns to read the category, G to show it."""
+        fake = self.with_instance_noise(fake)
+        if not self.hparams.info_codes:
+            return self.discriminator(fake, labels), 0.0
+        logits, code_logits = self.discriminator(fake, labels, with_codes=True)
+        return logits, self.hparams.info_weight * F.cross_entropy(code_logits.float(), self.generator.code(z))
+
     def training_step(self, batch, batch_idx):
         real, real_labels = batch
         n = real.size(0)
@@ -182,16 +194,17 @@ class DCGAN(pl.LightningModule):
             fake_labels = torch.randint(0, self.num_classes, (n,), device=self.device)
         else:
             real_labels = fake_labels = None
-        fake = self.generator(torch.randn(n, self.hparams.latent_dim, device=self.device), fake_labels)
+        z = torch.randn(n, self.hparams.latent_dim, device=self.device)
+        fake = self.generator(z, fake_labels)
 
         # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
         # G's output is detached, so this step computes no gradients for G.
         with self.toggled_optimizer(opt_d):
             logits_real = self.discriminator(self.with_instance_noise(real), real_labels)
-            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_labels)
+            logits_fake, info_loss = self.judge_fake(fake.detach(), z, fake_labels)
             loss_d = F.binary_cross_entropy_with_logits(
                 logits_real, self.real_targets(logits_real.numel())  # N / d_pack logits with packing
-            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)) + info_loss
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
@@ -199,8 +212,8 @@ class DCGAN(pl.LightningModule):
         # Generator: non-saturating loss, i.e. make D call the fakes real (target 1).
         # toggled_optimizer turns off requires_grad on D's weights, so D gets no gradients here.
         with self.toggled_optimizer(opt_g):
-            logits_gen = self.discriminator(self.with_instance_noise(fake), fake_labels)
-            loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
+            logits_gen, info_loss = self.judge_fake(fake, z, fake_labels)
+            loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen)) + info_loss
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()

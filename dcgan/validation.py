@@ -49,6 +49,12 @@ def check_config(cfg: DictConfig) -> None:
             f"{' of a conditional model' if cfg.model.get('num_classes') else ''}: D judges d_pack images at once, "
             f"so it must be a whole number >= 1 that divides the batch size, and 1 with model=cgan. Use e.g. model.d_pack=2."
         )
+    codes, latent_dim = cfg.model.get("info_codes"), cfg.model.latent_dim
+    if codes is not None and (not isinstance(codes, int) or isinstance(codes, bool) or not 2 <= codes <= latent_dim):
+        raise BadInput(
+            f"model.info_codes={codes} is not a number of categories z can pick: it must be a whole number from 2 "
+            f"to model.latent_dim={latent_dim}, or null to turn InfoGAN's code off. Use e.g. model.info_codes=10 (one per digit)."
+        )
     check_accelerator(cfg.trainer)
     if problem := mnist_file_problem(cfg.data.root):
         raise BadInput(problem)

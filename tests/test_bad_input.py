@@ -90,6 +90,9 @@ CASES = {
         "model.d_pack=3 cannot pack data.batch_size=32 images",
     ),
     "pack-with-cgan": Case("`model=cgan model.d_pack=2`", lambda p: ["model=cgan", "model.d_pack=2"], "of a conditional model"),
+    "info-codes-above-latent-dim": Case(
+        "`model.info_codes=200`", lambda p: ["model.info_codes=200"], "model.info_codes=200 is not a number of categories"
+    ),
     "unknown-sample-bn": Case("`model.sample_bn=eval`", lambda p: ["model.sample_bn=eval"], "model.sample_bn=eval is not a way to sample"),
     "unknown-accelerator": Case("`trainer.accelerator=tpuu`", lambda p: ["trainer.accelerator=tpuu"], "trainer.accelerator=tpuu is not an accelerator"),
     "gpu-without-gpu": Case(

@@ -126,6 +126,45 @@ def test_packed_discriminator_judges_pack_images_per_logit():
         Discriminator(width=8, pack=2, num_classes=10)
 
 
+def test_infogan_code_is_the_argmax_of_zs_first_entries_and_changes_the_image():
+    g = Generator(latent_dim=16, width=8, info_codes=4).eval()
+    z = torch.randn(6, 16)
+    z[:, :4] = torch.eye(4)[[0, 1, 2, 3, 0, 1]] * 5
+    assert g.code(z).tolist() == [0, 1, 2, 3, 0, 1]
+    assert g.net[0].in_channels == 16 + 4  # z, then the code as a one-hot vector
+    other = z.clone()
+    other[:, :4] = other[:, :4].roll(1, dims=1)  # the same numbers, another argmax
+    assert not torch.allclose(g(z), g(other))
+    with pytest.raises(ValueError, match="info_codes=20"):
+        Generator(latent_dim=16, info_codes=20)
+
+
+def test_infogan_head_gives_code_logits_per_image_also_when_packed():
+    d = Discriminator(width=8, dropout=0.0, pack=2, info_codes=10).eval()
+    x = torch.rand(8, 1, 28, 28) * 2 - 1
+    logits, code_logits = d(x, with_codes=True)
+    assert logits.shape == (4,) and code_logits.shape == (8, 10)
+    assert torch.equal(d(x), logits)  # the real-vs-fake logit does not depend on asking for codes
+    swapped = x.clone()
+    swapped[[0, 1]] = x[[2, 3]]  # the first pack now holds the second pack's images: so do its code rows
+    torch.testing.assert_close(d(swapped, with_codes=True)[1][:2], code_logits[2:4])
+
+
+def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
+    """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
+    torch.manual_seed(0)
+    model = DCGAN(g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None,
+                  d_pack=2, info_codes=4)
+    trainer = pl.Trainer(max_steps=300, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
+    z = torch.randn(512, 100)
+    with torch.no_grad():
+        _, code_logits = model.discriminator.eval()(model.generator.eval()(z), with_codes=True)
+    accuracy = (code_logits.argmax(1) == model.generator.code(z)).float().mean().item()
+    assert accuracy > 0.8
+
+
 def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
     torch.manual_seed(0)
     model = DCGAN(g_width=8, d_width=8, sample_bn="batch")

@@ -7,7 +7,6 @@
 docs/training.md and docs/configs.md have the outputs and the configs.
 """
 
-import ctypes
 import json
 import logging
 import sys
@@ -23,12 +22,10 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
-from dcgan.data import MNISTNotFoundError
 from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
-from dcgan.guards import NonFiniteLossError
-from dcgan.precision import pick_precision
-from dcgan.resume import TrainingStopped
-from dcgan.validation import BadInput, check_checkpoint, check_config
+from dcgan.errors import UserFacingError
+from dcgan.machine import keep_freed_memory, pick_precision
+from dcgan.validation import check_checkpoint, check_config
 
 log = logging.getLogger(__name__)
 
@@ -74,33 +71,6 @@ def write_final_metrics(trainer: pl.Trainer, output_dir: str, value: float) -> N
     (Path(output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse instead of handing each large block back to the OS.
-
-    By default every tensor over 128 KiB is its own mmap, so each new activation
-    is fresh pages that the kernel must fault in and zero: on a 2-core CPU that
-    made elementwise ops of this GAN 5-8x slower and a whole training step 1.45x
-    slower (docs/benchmarks.md). The cost is that the process keeps its peak
-    memory (1.4 GB at most for experiment=cpu_fast). Elsewhere than Linux with
-    glibc, nothing changes.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from malloc.h
-    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # the largest glibc accepts on 64-bit
-    libc.mallopt(M_TRIM_THRESHOLD, 2**30)
-
-
-class RunFailed(Exception):
-    """A problem train() reports in one paragraph (bad input, a diverged run, a stop by signal), not a bug."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     # Hydra may change the working directory (hydra.job.chdir); paths given by the user
@@ -113,29 +83,27 @@ def main(cfg: DictConfig) -> float:
         remember_job_argv(list(hydra_cfg.overrides.task), cfg.output_dir)
         try:
             return train(cfg)
-        except RunFailed as err:
-            if hydra_cfg.mode == RunMode.MULTIRUN and err.code == 1:
+        except UserFacingError as err:
+            if hydra_cfg.mode == RunMode.MULTIRUN and err.exit_code == 1:
                 raise  # Hydra records this job as failed and goes on with the sweep
             # One paragraph, no traceback. Under DDP only rank 0 reports; the other ranks exit
             # quietly, so that Lightning does not kill rank 0 for a failed child while it reports.
             if rank_zero_only.rank == 0:
                 print(f"Error: {err}", file=sys.stderr)
-            raise SystemExit(err.code if rank_zero_only.rank == 0 else 0) from None
+            raise SystemExit(err.exit_code if rank_zero_only.rank == 0 else 0) from None
 
 
 def train(cfg: DictConfig) -> float:
-    """Train as `cfg` says (its paths absolute); return the objective, or raise RunFailed."""
+    """Train as `cfg` says (its paths absolute); return the objective, or raise a UserFacingError:
+    bad input (before anything is written), missing MNIST, a diverged run or a stop by signal."""
     keep_freed_memory()
-    try:
-        check_config(cfg)  # before anything is built or written
-        pick_precision(cfg.trainer)
-        pl.seed_everything(cfg.seed, workers=True)
-        # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
-        model = instantiate(cfg.model, _convert_="all")
-        if cfg.ckpt_path:
-            check_checkpoint(cfg.ckpt_path, model.hparams)
-    except BadInput as err:
-        raise RunFailed(str(err)) from None
+    check_config(cfg)
+    pick_precision(cfg.trainer)
+    pl.seed_everything(cfg.seed, workers=True)
+    # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
+    model = instantiate(cfg.model, _convert_="all")
+    if cfg.ckpt_path:
+        check_checkpoint(cfg.ckpt_path, model.hparams)
 
     datamodule = instantiate(cfg.data)
     logger = instantiate(cfg.logger)
@@ -145,19 +113,7 @@ def train(cfg: DictConfig) -> float:
         log_hparams(logger, cfg)
 
     log.info("Run folder: %s", cfg.output_dir)
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except MNISTNotFoundError as err:
-        raise RunFailed(str(err)) from None
-    except NonFiniteLossError as err:
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-        kept = f"the last good checkpoint, {last}, is kept as it was" if last else "this run had written no checkpoint yet"
-        raise RunFailed(
-            f"Training stopped: {err}. No weight was updated with it, and {kept}. The run diverged: lower the "
-            "learning rates (model.lr), or resume from that checkpoint with other settings."
-        ) from None
-    except TrainingStopped as err:
-        raise RunFailed(str(err), code=128 + err.signum) from None  # 143 for SIGTERM, 130 for Ctrl-C
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     value = objective(trainer.callback_metrics)
     if trainer.is_global_zero:
         write_final_metrics(trainer, cfg.output_dir, value)

@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
+from dcgan.errors import UserFacingError
+
 # What torchvision.datasets.MNIST reads, under <root>/MNIST/raw/:
 # name -> (magic number, header bytes, items, bytes per item) of each idx file.
 MNIST_LAYOUT = {
@@ -32,7 +34,7 @@ DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in sec
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
-class MNISTNotFoundError(RuntimeError):
+class MNISTNotFoundError(UserFacingError):
     """MNIST is neither on disk nor downloadable. The message says what to do."""
 
 

@@ -6,9 +6,19 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
+from dcgan.errors import UserFacingError
 
-class NonFiniteLossError(RuntimeError):
+
+class NonFiniteLossError(UserFacingError):
     """A loss or a gradient was NaN or Inf; training stopped before any weight was updated with it."""
+
+    def __init__(self, what: str, trainer: pl.Trainer):
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        kept = f"the last good checkpoint, {last}, is kept as it was" if last else "this run had written no checkpoint yet"
+        super().__init__(
+            f"Training stopped: {what}. No weight was updated with it, and {kept}. The run diverged: lower the "
+            "learning rates (model.lr), or resume from that checkpoint with other settings."
+        )
 
 
 def network_of(pl_module: pl.LightningModule, param: torch.Tensor) -> str:
@@ -31,14 +41,16 @@ class FiniteLosses(pl.Callback):
         # toggled_optimizer leaves only the stepping network's weights trainable.
         name = "loss/d" if any(p.requires_grad for p in pl_module.discriminator.parameters()) else "loss/g"
         value = f"{loss.item()}" if not finite else "not finite on another rank"
-        raise NonFiniteLossError(f"{name} is {value} at step {pl_module.step + 1}")
+        raise NonFiniteLossError(f"{name} is {value} at step {pl_module.step + 1}", trainer)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         # A NaN or Inf anywhere makes the total norm non-finite: one fused reduction instead of one per tensor.
         # Gradients are already averaged over the ranks here, so every rank sees the same.
         if params and not torch.nn.utils.get_total_norm([p.grad for p in params]).isfinite():
-            raise NonFiniteLossError(f"a gradient of the {network_of(pl_module, params[0])} is not finite at step {pl_module.step + 1}")
+            raise NonFiniteLossError(
+                f"a gradient of the {network_of(pl_module, params[0])} is not finite at step {pl_module.step + 1}", trainer
+            )
 
 
 class CollapseWarning(pl.Callback):

@@ -24,6 +24,8 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 
+from dcgan.errors import UserFacingError
+
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,7 @@ class RandomState(pl.Callback):
         self._loaded = checkpoint.get("rng_states")
 
 
-class TrainingStopped(Exception):
+class TrainingStopped(UserFacingError):
     """Raised after a signal asked training to stop and last.ckpt was written."""
 
     def __init__(self, signum: signal.Signals, step: int, checkpoint: Path):
@@ -96,6 +98,7 @@ class TrainingStopped(Exception):
             f"`python train.py ckpt_path={checkpoint}` and the same overrides as this run."
         )
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for Ctrl-C
 
 
 class StopOnSignal(pl.Callback):

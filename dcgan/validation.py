@@ -14,10 +14,11 @@ from omegaconf import DictConfig
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
 from dcgan.data import mnist_file_problem
+from dcgan.errors import UserFacingError
 from dcgan.module import ARCHITECTURE, DCGAN, SAMPLE_BN
 
 
-class BadInput(ValueError):
+class BadInput(UserFacingError, ValueError):
     """Something the user gave (a config value, a file) cannot work. The message says what to do instead."""
 
 

@@ -18,7 +18,8 @@ from torchvision.datasets import MNIST
 from dcgan.data import MNIST_FILES
 from dcgan.validation import BadInput, check_checkpoint
 from tests.helpers import REPO, compose_config, run_train
-from train import RunFailed, train
+from dcgan.errors import UserFacingError
+from train import train
 
 DOC = REPO / "docs" / "robustness.md"
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
@@ -152,7 +153,7 @@ def message_for(case: Case, place: Place) -> str:
     overrides = [*TINY, f"data.root={place.mnist}", *case.overrides(place)]
     try:
         train(compose_config(*overrides, output_dir=str(place.tmp / "new-run")))
-    except (RunFailed, HydraException) as err:
+    except (UserFacingError, HydraException) as err:
         return str(err)
     raise AssertionError(f"{case.what} was accepted")
 

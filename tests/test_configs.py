@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
 from dcgan.module import DCGAN
-from dcgan.precision import pick_precision
+from dcgan.machine import pick_precision
 from tests.helpers import CONF, compose_config, load_checkpoint, only_child, run_train
 
 GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")
@@ -61,7 +61,7 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
 @pytest.mark.parametrize("flags,expected", [({"avx512_bf16"}, "bf16-mixed"), ({"amx_bf16"}, "bf16-mixed"),
                                              ({"avx512f", "avx2"}, "32-true"), (set(), "32-true")])
 def test_default_precision_is_bf16_only_on_cpus_with_bf16_instructions(flags, expected, monkeypatch):
-    monkeypatch.setattr("dcgan.precision.cpu_flags", lambda: flags)
+    monkeypatch.setattr("dcgan.machine.cpu_flags", lambda: flags)
     trainer_cfg = compose_config("trainer.accelerator=cpu").trainer
     assert trainer_cfg.precision == "auto"
     pick_precision(trainer_cfg)

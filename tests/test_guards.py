@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.helpers import compose_config, load_checkpoint
-from train import RunFailed, train
+from dcgan.errors import UserFacingError
+from train import train
 
 # 3 epochs of 4 steps, a checkpoint at each epoch end.
 SHORT = (
@@ -17,7 +18,7 @@ SHORT = (
 
 
 def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(mnist_root, tmp_path):
-    with pytest.raises(RunFailed) as info:
+    with pytest.raises(UserFacingError) as info:
         # From step 6 on, learning rates of 1e20: the D update of step 6 blows D up, and G's loss is NaN.
         train(compose_config(*SHORT, f"data.root={mnist_root}", "+callbacks.diverge._target_=tests.probes.DivergeAt",
                              "+callbacks.diverge.step=6", output_dir=str(tmp_path)))

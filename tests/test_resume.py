@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.helpers import REPO, compose_config, load_checkpoint, only_child, run_train
-from train import RunFailed, train
+from dcgan.errors import UserFacingError
+from train import train
 
 # 2 epochs of 4 steps, small networks, deterministic kernels.
 SHORT = (
@@ -27,10 +28,10 @@ def run(tmp_path: Path, name: str, *overrides: str) -> Path:
 
 
 def stop_at(tmp_path: Path, name: str, step: int, *overrides: str, signum=signal.SIGTERM) -> Path:
-    with pytest.raises(RunFailed) as info:
+    with pytest.raises(UserFacingError) as info:
         run(tmp_path, name, "+callbacks.stop._target_=tests.probes.SignalAt", f"+callbacks.stop.step={step}",
             f"+callbacks.stop.signum={int(signum)}", *overrides)
-    assert info.value.code == 128 + signum
+    assert info.value.exit_code == 128 + signum
     assert f"Stopped by {signum.name} after step {step}" in str(info.value)
     return tmp_path / name / "checkpoints" / "last.ckpt"
 

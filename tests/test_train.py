@@ -9,7 +9,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from dcgan.precision import BF16_CPU_FLAGS, cpu_flags
+from dcgan.machine import BF16_CPU_FLAGS, cpu_flags
 from tests.helpers import compose_config, load_checkpoint, only_child, run_train
 
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}

@@ -1,10 +1,12 @@
-"""`trainer.precision=auto`: bf16 autocast where the hardware makes it fast, fp32 elsewhere.
+"""What the machine a run is on asks of it: the precision it computes in, and how it keeps freed memory.
 
+`trainer.precision=auto` picks bf16 autocast where the hardware makes it fast, fp32 elsewhere.
 bf16 autocast pays on CPUs with AVX-512 BF16 (or AMX) instructions and on GPUs
 with bf16 units (Ampere and newer); elsewhere it is emulated and slower than fp32.
 The weights and the optimizers stay fp32 either way (docs/benchmarks.md).
 """
 
+import ctypes
 import logging
 from pathlib import Path
 
@@ -40,3 +42,19 @@ def pick_precision(trainer_cfg: DictConfig) -> None:
     elif str(trainer_cfg.precision).startswith("bf16") and gpu and not torch.cuda.is_bf16_supported():
         log.warning("This GPU has no bf16 support: using precision=16-mixed instead of %s", trainer_cfg.precision)
         trainer_cfg.precision = "16-mixed"
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of handing each large block back to the OS.
+
+    By default every tensor over 128 KiB is its own mmap, so each new activation is fresh pages that the
+    kernel must fault in and zero; the cost is that the process keeps its peak memory (docs/benchmarks.md
+    has both). Elsewhere than Linux with glibc, nothing changes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from malloc.h
+    libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)  # the largest glibc accepts on 64-bit
+    libc.mallopt(M_TRIM_THRESHOLD, 2**30)

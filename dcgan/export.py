@@ -113,16 +113,22 @@ def load_safetensors(folder: Path) -> Generator:
     return generator
 
 
+# torch 2.14 marks torch.jit deprecated (a FutureWarning at each call) but runs it.
+JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
+# z and labels share the batch axis; the exporter names it once, and says so.
+AXIS_NAMED_ONCE = "# The axis name: batch will not be used"
+
+
 @contextmanager
-def quietly_deprecated():
-    """torch 2.14 marks torch.jit deprecated (FutureWarning) but runs it; the warning says nothing about our file."""
+def without_warnings(message: str):
+    """Hide the warnings that start with `message`: they say nothing about the files written."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        warnings.filterwarnings("ignore", message)
         yield
 
 
 def write_torchscript(gan: DCGAN, folder: Path) -> None:
-    with quietly_deprecated():
+    with without_warnings(JIT_DEPRECATED):
         traced = torch.jit.trace(rebuild(gan), example_inputs(gan, EXAMPLE_BATCH, seed=1))
         traced.save(str(folder / "generator.pt"))
 
@@ -130,11 +136,13 @@ def write_torchscript(gan: DCGAN, folder: Path) -> None:
 def write_onnx(gan: DCGAN, folder: Path) -> None:
     # dynamo=True: the TorchScript-based exporter is deprecated in torch 2.14 and fails on batch-statistics BatchNorm.
     batch = torch.export.Dim("batch")
-    torch.onnx.export(
-        rebuild(gan), example_inputs(gan, EXAMPLE_BATCH, seed=1), str(folder / "generator.onnx"), dynamo=True,
-        input_names=input_names(gan), output_names=["images"], dynamic_shapes={name: {0: batch} for name in input_names(gan)},
-        external_data=False, verbose=False,  # one file: the weights are a few MB
-    )
+    with without_warnings(AXIS_NAMED_ONCE):
+        torch.onnx.export(
+            rebuild(gan), example_inputs(gan, EXAMPLE_BATCH, seed=1), str(folder / "generator.onnx"), dynamo=True,
+            input_names=input_names(gan), output_names=["images"],
+            dynamic_shapes={name: {0: batch} for name in input_names(gan)},
+            external_data=False, verbose=False,  # one file: the weights are a few MB
+        )
 
 
 def draw(fmt: str, folder: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -143,7 +151,7 @@ def draw(fmt: str, folder: Path, inputs: tuple[torch.Tensor, ...]) -> torch.Tens
         with torch.no_grad():
             return load_safetensors(folder)(*inputs)
     if fmt == "torchscript":
-        with quietly_deprecated(), torch.no_grad():
+        with without_warnings(JIT_DEPRECATED), torch.no_grad():
             return torch.jit.load(str(folder / "generator.pt"))(*inputs)
     path = str(folder / "generator.onnx")
     onnx.checker.check_model(path, full_check=True)  # a well-formed graph with consistent types and shapes

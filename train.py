@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
+from dcgan.callbacks import quiet_lightning
 from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
 from dcgan.errors import UserFacingError
 from dcgan.machine import keep_freed_memory, pick_precision
@@ -97,6 +98,7 @@ def train(cfg: DictConfig) -> float:
     """Train as `cfg` says (its paths absolute); return the objective, or raise a UserFacingError:
     bad input (before anything is written), missing MNIST, a diverged run or a stop by signal."""
     keep_freed_memory()
+    quiet_lightning()
     check_config(cfg)
     pick_precision(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)

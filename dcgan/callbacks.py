@@ -3,6 +3,7 @@ and the reference script's own files."""
 
 import logging
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -186,3 +187,20 @@ class ProgressLog(pl.Callback):
         rarest = min(range(NUM_DIGITS), key=shares.__getitem__)
         return (f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
                 f"rarest digit {rarest} at {shares[rarest]:.1%}")
+
+
+class DropLightningTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Keep the console to the run: Lightning's advertising tip, and three warnings that a user can do nothing
+    about, each matched by its own message (other warnings still show)."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DropLightningTip())
+    # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The summary counts parameter bytes at 32 bits for bf16-mixed, which is right: the weights stay fp32.
+    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
+    # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")

@@ -7,7 +7,6 @@ first epoch after a resume starts at the next batch.
 """
 
 import socket
-import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -27,11 +26,6 @@ MNIST_LAYOUT = {
 }
 MNIST_FILES = tuple(MNIST_LAYOUT)
 DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in seconds, not hang
-
-
-# Lightning warns on a mid-epoch resume unless the DataLoader itself is stateful; here the data
-# module is: its state_dict below records the position, and EpochBatches resumes from it.
-warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class MNISTNotFoundError(UserFacingError):

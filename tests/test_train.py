@@ -53,6 +53,15 @@ def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script
     assert f"python train.py ckpt_path={last}" in summary and f"python evaluate.py ckpt_path={last}" in summary
 
 
+def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_act_on(mnist_root, classifier_path, tmp_path):
+    result = run_train("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "model.g_width=8",
+                       "model.d_width=8", "callbacks.quality=null", f"data.root={mnist_root}", f"output_root={tmp_path}")
+    console = result.stdout + result.stderr
+    assert "step 5, epoch 1: loss_D" in console and "Training ended at step 5" in console
+    for noise in ("💡 Tip", "LeafSpec", "not supported by the model summary", "Warning"):
+        assert noise not in console
+
+
 def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(smoke_run):
     acc = events(smoke_run)
     assert SCALARS <= set(acc.Tags()["scalars"])

@@ -13,9 +13,11 @@ import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-from dcgan.data import MNISTNotFoundError, ensure_mnist, load_mnist_tensors, to_model_range
+from dcgan.checkpoints import load_gan
+from dcgan.data import ensure_mnist, load_mnist_tensors, to_model_range
+from dcgan.errors import UserFacingError
 from dcgan.metrics import SampleQuality, load_classifier
-from dcgan.module import CheckpointError, load_gan, resolve_device
+from dcgan.module import resolve_device
 
 
 def real_digits(data_root: str, num_samples: int, seed: int) -> torch.Tensor:
@@ -43,7 +45,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     try:
         ensure_mnist(data_root)
         model = None if cfg.real else load_gan(to_absolute_path(cfg.ckpt_path), map_location=device)
-    except (MNISTNotFoundError, CheckpointError) as err:
+    except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
 
     quality = SampleQuality(load_classifier(cfg.classifier_path, data_root, device=str(device)), data_root)

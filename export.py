@@ -12,14 +12,14 @@ import uuid
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dcgan.data import MNISTNotFoundError, ensure_mnist
-from dcgan.export import FILES, FORMATS, ExportError, config, rebuild, write
+from dcgan.checkpoints import load_gan, read_checkpoint
+from dcgan.data import ensure_mnist
+from dcgan.errors import UserFacingError
+from dcgan.export import FILES, FORMATS, config, rebuild, write
 from dcgan.metrics import REAL_DIGITS_FID, SampleQuality, load_classifier
-from dcgan.module import CheckpointError, load_gan
 from evaluate import format_scores
 from generate import grid_columns, save_grid
 
@@ -37,8 +37,8 @@ def chosen_formats(formats) -> list[str]:
 
 
 def saved_at(ckpt_path: Path) -> dict:
-    """Where and when in training the checkpoint was saved (load_gan has read it already)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    """Where and when in training the checkpoint was saved."""
+    checkpoint = read_checkpoint(ckpt_path)
     # Two optimizer steps per training step (DCGAN.step); "epoch" counts from 0, train.log from 1.
     return {"path": str(ckpt_path), "step": checkpoint["global_step"] // 2, "epoch": checkpoint["epoch"] + 1}
 
@@ -172,7 +172,7 @@ def main(cfg: DictConfig) -> None:
         gan = load_gan(ckpt_path, map_location="cpu")  # exports are traced on the CPU and run anywhere
         if cfg.num_samples:
             ensure_mnist(data_root)
-    except (CheckpointError, MNISTNotFoundError) as err:
+    except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
     checkpoint = saved_at(ckpt_path)
     output = Path(to_absolute_path(cfg.output_dir)) if cfg.output_dir else default_output(ckpt_path, checkpoint["step"])
@@ -196,7 +196,7 @@ def main(cfg: DictConfig) -> None:
         output.mkdir(parents=True, exist_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, output / path.name)  # files of the same names (an export of this step) are replaced
-    except ExportError as err:
+    except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -15,8 +15,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from dcgan.checkpoints import load_gan
 from dcgan.data import to_uint8
-from dcgan.module import CheckpointError, load_gan, resolve_device
+from dcgan.errors import UserFacingError
+from dcgan.module import resolve_device
 
 OUTPUT_KINDS = (".png", ".npz")
 
@@ -74,7 +76,7 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"Error: output={cfg.output} must end in .png (a grid) or .npz (uint8 arrays).")
     try:
         model = load_gan(to_absolute_path(cfg.ckpt_path), map_location=resolve_device(cfg.device))
-    except CheckpointError as err:
+    except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
 
     if cfg.mode == "sample":

@@ -12,10 +12,9 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
-from dcgan.checkpoints import write_atomically
+from dcgan.checkpoints import plain_state_dict, write_atomically
 from dcgan.metrics import NUM_DIGITS, REAL_DIGITS_FID, SampleQuality, load_classifier
 from dcgan.reports import write_curves, write_progress_gif
-from dcgan.weights import plain_state_dict, sampling_generator
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class SeedStyleFiles(pl.Callback):
             return
         epoch = trainer.current_epoch + 1
         if self.weights_every_n_epochs and epoch % self.weights_every_n_epochs == 0:
-            for name, net in (("generator", sampling_generator(pl_module)), ("discriminator", pl_module.discriminator)):
+            for name, net in (("generator", pl_module.sampling_generator), ("discriminator", pl_module.discriminator)):
                 write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
             images = pl_module.generate(pl_module.fixed_noise, pl_module.fixed_labels)

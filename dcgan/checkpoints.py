@@ -1,4 +1,8 @@
-"""Files that are never half-written: checkpoints, the classifier cache, sweep summaries.
+"""Checkpoints and the files made from them: one reader for them all, and writes that are never half done.
+
+read_checkpoint is the one place a checkpoint is read, so every entry point
+(train.py's resume, generate.py, evaluate.py, export.py) refuses a bad file
+with the same one-paragraph message.
 
 Lightning's TorchCheckpointIO writes through an fsspec transaction: the bytes go
 to a temporary file in $TMPDIR, then move over the target. When $TMPDIR is on
@@ -18,6 +22,52 @@ from typing import BinaryIO
 
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
+from torch import nn
+
+from dcgan.errors import UserFacingError
+from dcgan.module import DCGAN
+
+
+class CheckpointError(UserFacingError):
+    """A checkpoint that is missing or cannot be read. The message says what to do."""
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint train.py wrote at `path`, read safely (weights_only: tensors and plain values, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist. Training runs save their checkpoints as "
+            "outputs/runs/<run>/checkpoints/last.ckpt and epoch_NNN.ckpt; give one of those."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or not {"hyper_parameters", "state_dict"} <= checkpoint.keys():
+            raise ValueError("it has no hyper_parameters or state_dict")
+    except Exception as err:  # zip, pickle and EOF errors all mean the same thing here
+        # torch's own message goes on for several sentences; its first says what is wrong
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable checkpoint ({reason}): it is truncated or corrupt, or not written "
+            "by this project's train.py. Give another one, e.g. the run's checkpoints/last.ckpt or an earlier "
+            "checkpoints/epoch_NNN.ckpt beside it."
+        ) from None
+    return checkpoint
+
+
+def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
+    """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
+    checkpoint = read_checkpoint(path)
+    gan = DCGAN(**checkpoint["hyper_parameters"])
+    gan.on_load_checkpoint(checkpoint)  # an average G the checkpoint lacks, or one this model does not keep
+    gan.load_state_dict(checkpoint["state_dict"])
+    return gan.to(map_location)
+
+
+def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
+    """`net`'s weights and buffers as contiguous CPU tensors (channels_last training leaves them strided),
+    which safetensors requires and any loader takes."""
+    return {key: value.detach().cpu().contiguous() for key, value in net.state_dict().items()}
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:

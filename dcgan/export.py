@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from dcgan.checkpoints import plain_state_dict
+from dcgan.errors import UserFacingError
 from dcgan.models import Generator
 from dcgan.module import DCGAN
-from dcgan.weights import plain_state_dict, sampling_generator
 
 FORMATS = ("safetensors", "torchscript", "onnx")
 FILES = {"safetensors": ("generator.safetensors", "generator.json", "generator.py"),
@@ -28,7 +29,7 @@ TOLERANCE = 1e-4  # fp32: the same digits, up to rounding in another order of th
 EXAMPLE_BATCH = 2  # what the exporters trace with; torch.export would fix a batch of 1 as a constant
 
 
-class ExportError(RuntimeError):
+class ExportError(UserFacingError):
     """A file that does not draw what the checkpoint draws. The message says which and by how much."""
 
 
@@ -51,7 +52,7 @@ def rebuild(gan: DCGAN) -> Generator:
     """A fresh Generator from generator_arguments and the sampling weights, ready to sample as `gan` does.
     Building it the way generator.json tells a user to also checks that the JSON suffices."""
     generator = Generator(**generator_arguments(gan))
-    generator.load_state_dict(plain_state_dict(sampling_generator(gan)))
+    generator.load_state_dict(plain_state_dict(gan.sampling_generator))
     generator.eval()
     if gan.hparams.sample_bn == "batch":
         use_batch_statistics(generator)
@@ -72,7 +73,7 @@ def input_names(gan: DCGAN) -> list[str]:
 def config(gan: DCGAN, checkpoint: dict) -> dict:
     """generator.json: what rebuilds the generator, how it samples, and where it came from."""
     hp = gan.hparams
-    if sampling_generator(gan) is not gan.generator:
+    if gan.sampling_generator is not gan.generator:
         weights = f"the moving average of G's weights (ema_decay {hp.ema_decay}, from step {hp.ema_start_step})"
     elif hp.ema_decay is None:
         weights = "G's own weights (this run kept no moving average)"
@@ -94,7 +95,7 @@ def write_safetensors(gan: DCGAN, folder: Path, checkpoint: dict) -> None:
     """The weights, generator.json, and generator.py: dcgan.models.Generator's code (and use_batch_statistics),
     copied from this project, so that the weights load wherever torch and safetensors are installed."""
     # save() and write_bytes rather than save_file, which leaves the file readable by its owner only
-    (folder / "generator.safetensors").write_bytes(save(plain_state_dict(sampling_generator(gan))))
+    (folder / "generator.safetensors").write_bytes(save(plain_state_dict(gan.sampling_generator)))
     (folder / "generator.json").write_text(json.dumps(config(gan, checkpoint), indent=2) + "\n")
     source = "\n\n".join(inspect.getsource(code) for code in (Generator, use_batch_statistics))
     (folder / "generator.py").write_text(

@@ -1,7 +1,6 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -136,12 +135,17 @@ class DCGAN(pl.LightningModule):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.generator(z, labels)
 
+    @property
+    def sampling_generator(self) -> Generator:
+        """The generator that draws samples: the averaged G once averaging has started, else G itself."""
+        averaging = self.generator_ema is not None and self.generator_ema.n_averaged > 0  # 0 before ema_start_step
+        return self.generator_ema.module if averaging else self.generator
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """G(z) for showing or scoring (the averaged G once it has started). Drawing samples changes nothing
         in the model: BatchNorm uses its running statistics or, with sample_bn="batch", those of `z`'s batch."""
-        averaging = self.generator_ema is not None and self.generator_ema.n_averaged > 0  # 0 before ema_start_step
-        generator = self.generator_ema.module if averaging else self.generator
+        generator = self.sampling_generator
         was_training = generator.training
         generator.eval()
         with batch_statistics(generator) if self.hparams.sample_bn == "batch" else nullcontext():
@@ -269,27 +273,3 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing or cannot be read. The message says what to do."""
-
-
-def load_gan(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
-    """The GAN saved in a training checkpoint, loaded safely (weights_only: tensors and plain values, no code)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"There is no checkpoint at {path}. Training runs save theirs as "
-            "outputs/runs/<run>/checkpoints/last.ckpt (and epoch_NNN.ckpt); give one of those as ckpt_path=..."
-        )
-    try:
-        return DCGAN.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        # torch's own message goes on for several sentences; its first says what is wrong
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
-        raise CheckpointError(
-            f"{path} is not a readable DCGAN checkpoint ({reason}). It may be truncated or corrupt, "
-            "or not written by this project's train.py; give another one as ckpt_path=..., e.g. the run's "
-            "checkpoints/last.ckpt or an earlier checkpoints/epoch_NNN.ckpt."
-        ) from None

@@ -7,12 +7,12 @@ docs/robustness.md lists every bad input the tests try and the message it gets.
 """
 
 import inspect
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
+from dcgan.checkpoints import read_checkpoint
 from dcgan.data import mnist_file_problem
 from dcgan.errors import UserFacingError
 from dcgan.module import ARCHITECTURE, DCGAN, SAMPLE_BN
@@ -85,18 +85,7 @@ def check_accelerator(trainer: DictConfig) -> None:
 
 def check_checkpoint(path: str, hparams: dict) -> None:
     """`path` is a readable checkpoint of a model with this config's architecture (see ARCHITECTURE)."""
-    if not Path(path).is_file():
-        raise BadInput(f"ckpt_path={path} does not exist. Give the path of a .ckpt file, e.g. outputs/runs/<run>/checkpoints/last.ckpt.")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # zip, pickle and EOF errors all mean the same thing here
-        reason = str(err).strip().split(". ")[0] if str(err).strip() else type(err).__name__
-        raise BadInput(
-            f"ckpt_path={path} is not a readable checkpoint ({reason}): it is truncated or corrupt. "
-            f"Resume from another checkpoint of that run, e.g. an epoch_NNN.ckpt beside it."
-        ) from None
-    if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
-        raise BadInput(f"ckpt_path={path} is not a checkpoint written by train.py (it has no hyper_parameters or state_dict).")
+    checkpoint = read_checkpoint(path)
     # Checkpoints from before a key existed were written with its default.
     defaults = {name: p.default for name, p in inspect.signature(DCGAN).parameters.items() if name in ARCHITECTURE}
     saved = defaults | checkpoint["hyper_parameters"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.module import load_gan
+from dcgan.checkpoints import load_gan
 from tests.conftest import smoke_train
 from tests.helpers import run_script
 
@@ -125,7 +125,7 @@ def test_bad_checkpoint_gets_the_message_generate_gives(smoke_run, tmp_path, dam
     generate = run_script("generate.py", f"ckpt_path={bad}", f"output={tmp_path / 'x.png'}", check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip() == generate.stderr.strip()
-    assert ("not a readable DCGAN checkpoint" if damage == "truncated" else "There is no checkpoint") in result.stderr
+    assert ("is not a readable checkpoint" if damage == "truncated" else "does not exist") in result.stderr
     assert not (tmp_path / "out").exists()
 
 

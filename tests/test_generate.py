@@ -65,7 +65,7 @@ def test_bad_checkpoint_gets_a_clear_error(smoke_run, tmp_path, damage):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr
-    assert ("not a readable DCGAN checkpoint" if damage == "truncated" else "There is no checkpoint") in result.stderr
+    assert ("is not a readable checkpoint" if damage == "truncated" else "does not exist") in result.stderr
     assert not (tmp_path / "x.png").exists()
 
 

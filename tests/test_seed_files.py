@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from dcgan.models import Discriminator, Generator
-from dcgan.module import load_gan
+from dcgan.checkpoints import load_gan
 from tests.conftest import smoke_train
 from tests.helpers import compose_config
 

@@ -7,69 +7,27 @@
 docs/training.md and docs/configs.md have the outputs and the configs.
 """
 
-import json
 import logging
 import sys
-from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.tensorboard.summary import hparams
 
 from dcgan.callbacks import quiet_lightning
 from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
 from dcgan.errors import UserFacingError
 from dcgan.machine import keep_freed_memory, pick_precision
+from dcgan.reports import log_hparams
+from dcgan.sweeps import objective, write_final_metrics
 from dcgan.validation import check_checkpoint, check_config
 
 log = logging.getLogger(__name__)
-
-# The scalars that DCGAN.training_step logs; the HPARAMS tab shows them per run.
-HPARAM_METRICS = ("loss/d", "loss/g", "d/real", "d/fake")
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict:
-    """{"model": {"lr": 1e-4}} -> {"model.lr": 1e-4}; values TensorBoard cannot show become strings."""
-    flat = {}
-    for key, value in cfg.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
-
-
-def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Fill TensorBoard's HPARAMS tab: this run's model, data, trainer and seed settings as columns,
-    next to the last value of each training scalar, so that sweep jobs can be compared in one table."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    shown = {key: config[key] for key in ("model", "data", "trainer", "seed")}
-    writer = logger.experiment._get_file_writer()
-    for summary in hparams(flatten(shown), dict.fromkeys(HPARAM_METRICS, 0.0)):
-        writer.add_summary(summary)
-
-
-def objective(metrics: dict) -> float:
-    """What train.py returns, for sweepers to minimise: the FID when the run measured one, else the final
-    gap |loss/d - loss/g| (the two losses are about equal when neither network dominates), NaN without either."""
-    if "metric/fid" in metrics:
-        return float(metrics["metric/fid"])
-    if "loss/d" in metrics and "loss/g" in metrics:
-        return abs(float(metrics["loss/d"]) - float(metrics["loss/g"]))
-    return float("nan")
-
-
-def write_final_metrics(trainer: pl.Trainer, output_dir: str, value: float) -> None:
-    """`final_metrics.json` in the run folder: the last logged scalars and the objective (sweep summaries read it)."""
-    metrics = {key: float(tensor) for key, tensor in trainer.callback_metrics.items()}
-    metrics.update(step=trainer.lightning_module.step, objective=value)
-    (Path(output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -1,11 +1,13 @@
-"""Pictures of a run, readable without TensorBoard: the progress GIF and the training curves.
+"""What a run reports: TensorBoard's HPARAMS row, and pictures readable without TensorBoard (the progress
+GIF and the training curves).
 
-Training writes both into its run folder at the end; to (re)build them for any run folder:
+Training writes the pictures into its run folder at the end; to (re)build them for any run folder:
 
     python -m dcgan.reports outputs/runs/<run>
 """
 
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -14,10 +16,43 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from torch.utils.tensorboard.summary import hparams  # noqa: E402
 
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
 LABEL_HEIGHT = 14
+# The HPARAMS table's metric columns: the quality metric and the scalars DCGAN.training_step logs.
+HPARAM_METRICS = ("metric/fid", "metric/min_digit_share", "loss/d", "loss/g", "d/real", "d/fake")
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    """{"model": {"lr": 1e-4}} -> {"model.lr": 1e-4}; values TensorBoard cannot show become strings."""
+    flat = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def compared_settings(cfg: DictConfig) -> dict:
+    """The settings a person compares across runs: model, data, trainer and seed, flat; not the `_target_`
+    classes, which are the same in every run, nor absolute paths, which differ in every run."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    flat = flatten({key: config[key] for key in ("model", "data", "trainer", "seed")})
+    return {key: value for key, value in flat.items()
+            if not key.endswith("_target_") and not (isinstance(value, str) and os.path.isabs(value))}
+
+
+def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:
+    """Declare this run's row of TensorBoard's HPARAMS tab when it starts: its settings as columns and
+    HPARAM_METRICS as metric columns, which TensorBoard fills with each scalar's last value as the run goes.
+    (Lightning's log_hyperparams would also log a placeholder value for each metric, a false point on its curve.)"""
+    for summary in hparams(compared_settings(cfg), dict.fromkeys(HPARAM_METRICS, 0.0)):
+        logger.experiment.file_writer.add_summary(summary)
 
 
 def sample_grids(run_dir: Path) -> list[tuple[int, int, Path]]:

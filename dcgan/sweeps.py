@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pytorch_lightning as pl
 import yaml
 from hydra.core.utils import JobReturn
 from hydra.experimental.callback import Callback
@@ -26,6 +27,23 @@ from omegaconf import DictConfig
 
 from dcgan.checkpoints import write_atomically
 from dcgan.reports import read_scalars
+
+
+def objective(metrics: dict) -> float:
+    """What train.py returns, for sweepers to minimise: the FID when the run measured one, else the final
+    gap |loss/d - loss/g| (the two losses are about equal when neither network dominates), NaN without either."""
+    if "metric/fid" in metrics:
+        return float(metrics["metric/fid"])
+    if "loss/d" in metrics and "loss/g" in metrics:
+        return abs(float(metrics["loss/d"]) - float(metrics["loss/g"]))
+    return float("nan")
+
+
+def write_final_metrics(trainer: pl.Trainer, output_dir: str, value: float) -> None:
+    """`final_metrics.json` in the run folder: the last logged scalars and the objective (the summary reads it)."""
+    metrics = {key: float(tensor) for key, tensor in trainer.callback_metrics.items()}
+    metrics.update(step=trainer.lightning_module.step, objective=value)
+    (Path(output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
 def read_jobs(sweep_dir: Path) -> list[dict]:

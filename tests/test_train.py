@@ -79,8 +79,9 @@ def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(sm
     composed = compose_config("experiment=smoke")  # what the run was given
     assert hparams["model.lr"].number_value == pytest.approx(composed.model.lr)
     assert hparams["data.batch_size"].number_value == composed.data.batch_size
+    assert "model._target_" not in hparams and "data.root" not in hparams  # the same in every run, or a path
     experiment = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == SCALARS
+    assert {m.name.tag for m in experiment.metric_infos} == SCALARS | {"metric/fid", "metric/min_digit_share"}
 
 
 def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):

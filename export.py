@@ -15,7 +15,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dcgan.checkpoints import load_gan, read_checkpoint
+from dcgan.checkpoints import load_gan, run_folder, saved_at
 from dcgan.data import ensure_mnist
 from dcgan.errors import UserFacingError
 from dcgan.export import FILES, FORMATS, config, rebuild, write
@@ -36,17 +36,9 @@ def chosen_formats(formats) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-def saved_at(ckpt_path: Path) -> dict:
-    """Where and when in training the checkpoint was saved."""
-    checkpoint = read_checkpoint(ckpt_path)
-    # Two optimizer steps per training step (DCGAN.step); "epoch" counts from 0, train.log from 1.
-    return {"path": str(ckpt_path), "step": checkpoint["global_step"] // 2, "epoch": checkpoint["epoch"] + 1}
-
-
 def default_output(ckpt_path: Path, step: int) -> Path:
     """<run>/export/step_<step>: beside checkpoints/, one folder per training state, so no export replaces another."""
-    run = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-    return run / "export" / f"step_{step:07d}"
+    return run_folder(ckpt_path) / "export" / f"step_{step:07d}"
 
 
 def file_size(size: int) -> str:

@@ -46,27 +46,32 @@ def save_grid(images: torch.Tensor, output: Path, nrow: int) -> None:
     save_image(images, output, nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
 
 
-def requested_labels(model, cfg: DictConfig, n: int) -> torch.Tensor | None:
-    """The labels to draw for a conditional model: cfg.digits cycled over n samples (default 0-9)."""
+def requested_labels(model, digits, n: int) -> torch.Tensor | None:
+    """The labels to draw for a conditional model: `digits` cycled over n samples (None: 0-9)."""
     if not model.num_classes:
-        if cfg.digits is not None:
+        if digits is not None:
             raise SystemExit("Error: digits=... needs a conditional model (trained with model=cgan); this one is not.")
         return None
-    digits = torch.tensor(list(cfg.digits) if cfg.digits is not None else range(model.num_classes))
+    digits = torch.tensor(list(digits) if digits is not None else range(model.num_classes))
     if digits.numel() == 0 or digits.min() < 0 or digits.max() >= model.num_classes:
         raise SystemExit(f"Error: digits={list(digits.tolist())} must be a non-empty list of digits 0-{model.num_classes - 1}.")
     return digits[torch.arange(n) % len(digits)]
 
 
+def walk(model, ends: torch.Tensor, steps: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after
+    walk; a conditional model draws one digit per walk (`digits` cycled, as requested_labels does)."""
+    t = torch.linspace(0, 1, steps)
+    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(model.device)
+    walk_labels = requested_labels(model, digits, len(ends))
+    labels = None if walk_labels is None else walk_labels.repeat_interleave(steps).to(model.device)
+    return model.generate(z, labels), labels
+
+
 def interpolate(model, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`walks` rows of `steps` images along great-circle paths between random latent points."""
     rng = torch.Generator().manual_seed(cfg.seed)
-    ends = torch.randn(cfg.walks, 2, model.hparams.latent_dim, generator=rng)
-    t = torch.linspace(0, 1, cfg.steps)
-    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(model.device)
-    walk_labels = requested_labels(model, cfg, cfg.walks)  # one digit per walk
-    labels = None if walk_labels is None else walk_labels.repeat_interleave(cfg.steps).to(model.device)
-    return model.generate(z, labels), labels
+    return walk(model, torch.randn(cfg.walks, 2, model.hparams.latent_dim, generator=rng), cfg.steps, cfg.digits)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
@@ -80,7 +85,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"Error: {err}") from None
 
     if cfg.mode == "sample":
-        images, labels = model.sample(cfg.num_samples, seed=cfg.seed, labels=requested_labels(model, cfg, cfg.num_samples))
+        labels = requested_labels(model, cfg.digits, cfg.num_samples)
+        images, labels = model.sample(cfg.num_samples, seed=cfg.seed, labels=labels)
         nrow = cfg.nrow or grid_columns(model)
     elif cfg.mode == "interpolate":
         images, labels = interpolate(model, cfg)

@@ -55,6 +55,19 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def saved_at(path: str | Path) -> dict:
+    """Where and when in training the checkpoint at `path` was saved."""
+    checkpoint = read_checkpoint(path)
+    # Two optimizer steps per training step (DCGAN.step); "epoch" counts from 0, train.log from 1.
+    return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": checkpoint["epoch"] + 1}
+
+
+def run_folder(path: str | Path) -> Path:
+    """The run folder a checkpoint belongs to: the folder holding checkpoints/, else the checkpoint's own folder."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
     """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
     checkpoint = read_checkpoint(path)

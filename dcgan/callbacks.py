@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
@@ -151,7 +152,7 @@ class ProgressLog(pl.Callback):
         self.epoch_started = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.is_global_zero or pl_module.step % trainer.log_every_n_steps:
+        if not trainer.is_global_zero or not pl_module.logging_step:
             return
         m = trainer.callback_metrics
         log.info("step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f", pl_module.step,
@@ -186,6 +187,19 @@ class ProgressLog(pl.Callback):
         rarest = min(range(NUM_DIGITS), key=shares.__getitem__)
         return (f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
                 f"rarest digit {rarest} at {shares[rarest]:.1%}")
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar with the training step's scalars (loss/*, d/*), redrawn only at logging steps and
+    epoch ends: Lightning's own bar reads its values after every step, and on a GPU each read waits for it."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.logging_step or batch_idx + 1 == self.total_train_batches:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module):
+        scalars = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("loss/", "d/"))}
+        return super().get_metrics(trainer, pl_module) | scalars
 
 
 class DropLightningTip(logging.Filter):

@@ -52,6 +52,34 @@ def batch_statistics(net: nn.Module):
             m.track_running_stats = track
 
 
+class MovingAverage(AveragedModel):
+    """torch's AveragedModel with exponential averaging of the weights and buffers (the same state and the same
+    arithmetic), whose update never reads `n_averaged` back from the device: torch's own does, twice per call,
+    and each read waits for the GPU. Whether the average has started is kept on the host."""
+
+    def __init__(self, net: nn.Module, decay: float):
+        super().__init__(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        self.requires_grad_(False)
+        self.started = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.started = bool(self.n_averaged)  # one read per load instead of two per step
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        averages, current = [*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]
+        if not self.started:
+            torch._foreach_copy_(averages, current)  # the first update copies
+        else:  # floats by lerp, BatchNorm's step counters by their own rule: grouped by kind as torch does
+            for floats in (True, False):
+                pairs = [(a, c) for a, c in zip(averages, current, strict=True) if a.is_floating_point() == floats]
+                if pairs:
+                    self.multi_avg_fn(*map(list, zip(*pairs)), None)
+        self.n_averaged += 1
+        self.started = True
+
+
 class DCGAN(pl.LightningModule):
     """DCGAN with the stabilisation tricks of the reference script, each switchable.
 
@@ -111,10 +139,7 @@ class DCGAN(pl.LightningModule):
         if channels_last:
             self.to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolutions prefer
         # The average follows G's weights after each G step; it never trains itself (and DDP must not wrap it).
-        self.generator_ema = None
-        if ema_decay is not None:
-            self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.generator_ema.requires_grad_(False)
+        self.generator_ema = MovingAverage(self.generator, ema_decay) if ema_decay is not None else None
         if compile:
             # In place (nn.Module.compile): the state_dict keys, and so checkpoints, stay those of the plain networks.
             self.generator.compile()
@@ -136,9 +161,16 @@ class DCGAN(pl.LightningModule):
         return self.generator(z, labels)
 
     @property
+    def logging_step(self) -> bool:
+        """Whether the step just done is one Lightning logs at (every trainer.log_every_n_steps). Only these steps,
+        grid steps and epoch ends read values back from the device, which waits for it (tests/test_syncs.py)."""
+        every = self.trainer.log_every_n_steps
+        return every > 0 and self.step % every == 0
+
+    @property
     def sampling_generator(self) -> Generator:
         """The generator that draws samples: the averaged G once averaging has started, else G itself."""
-        averaging = self.generator_ema is not None and self.generator_ema.n_averaged > 0  # 0 before ema_start_step
+        averaging = self.generator_ema is not None and self.generator_ema.started  # not before ema_start_step
         return self.generator_ema.module if averaging else self.generator
 
     @torch.no_grad()
@@ -224,15 +256,15 @@ class DCGAN(pl.LightningModule):
         if self.generator_ema is not None and self.step >= self.hparams.ema_start_step:
             self.generator_ema.update_parameters(self.generator)  # its first update copies G
 
-        self.log_dict(
-            {
+        # Only at the steps Lightning writes: computing the values costs kernel launches. Not prog_bar=True: Lightning
+        # would turn them into numbers after every step, waiting for the GPU (dcgan.callbacks.ProgressBar shows them).
+        if self.logging_step:
+            self.log_dict({
                 "loss/d": loss_d.detach(),
                 "loss/g": loss_g.detach(),
                 "d/real": torch.sigmoid(logits_real.detach()).mean(),
                 "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
-            },
-            prog_bar=True,
-        )
+            })
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resume across a change of `ema_decay`: a checkpoint without an average starts one from its G

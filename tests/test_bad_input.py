@@ -24,7 +24,7 @@ from train import train
 DOC = REPO / "docs" / "robustness.md"
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
 TINY = ("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.g_width=8",
-        "model.d_width=8", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false")
+        "model.d_width=8", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from train import train
 SHORT = (
     "experiment=smoke", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "data.batch_size=16",
     "model.g_width=16", "model.d_width=16", "trainer.deterministic=true", "callbacks.sample_grid.every_n_steps=null",
-    "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null", "+trainer.enable_model_summary=false",
 )
 
 

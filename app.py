@@ -1,0 +1,205 @@
+"""A local web page to try a trained generator (docs/app.md): a grid of digits from a seed (a conditional model
+draws the digits picked), a walk through latent space between two seeds, and a run's progress epoch by epoch.
+
+    python app.py ckpt_path=<run>/checkpoints/last.ckpt          # http://127.0.0.1:7860
+    python app.py ckpt_path=... port=8000 host=0.0.0.0           # another port, open to other machines
+    python app.py ckpt_path=... run_dir=outputs/runs/<run>       # the progress of another run
+"""
+
+import functools
+import re
+import signal
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import hydra
+import torch
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig
+from PIL import Image
+
+from dcgan.checkpoints import load_gan, run_folder, saved_at
+from dcgan.errors import UserFacingError
+from generate import grid_columns, requested_labels, save_grid, walk
+
+# The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
+CSS = ".digits .image-frame, .digits img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+SOURCES = ("sample grids", "checkpoints")
+
+
+def checkpoint(path: Path):
+    """A checkpoint's GAN (on the CPU) and when it was saved."""
+    # The file's time is part of the key: a last.ckpt that training has rewritten since is read again.
+    return read_once(path, path.stat().st_mtime_ns if path.is_file() else None)
+
+
+@functools.lru_cache(maxsize=16)
+def read_once(path: Path, mtime_ns: int | None):
+    """Checkpoints are read once: the progress slider returns to the same ones, and reading is most of the time."""
+    return load_gan(path, map_location="cpu"), saved_at(path)
+
+
+def whole(value, name: str, low: int = 0) -> int:
+    """A number box's value as an int, or a message on the page (a box left empty gives None)."""
+    if value is None or value < low or value != int(value):
+        raise gr.Error(f"{name} is {value}; give a whole number, {low} or more.")
+    return int(value)
+
+
+def tag(digits) -> str:
+    """The digits asked for, for file names: the download is named after what it shows."""
+    return f"_digits{''.join(map(str, sorted(digits)))}" if digits else ""
+
+
+class Demo:
+    """What the page's controls call: each draws on the CPU and returns the PNG (or GIF) the page shows."""
+
+    def __init__(self, ckpt: Path, run: Path, out: Path):
+        self.ckpt, self.run, self.out = ckpt, run, out
+        self.gan, self.saved = checkpoint(ckpt)
+
+    def grid(self, seed, num_samples, digits=None) -> str:
+        """`num_samples` digits from `seed`, as generate.py draws them: a conditional model draws `digits` in turn."""
+        seed, n = whole(seed, "The seed"), whole(num_samples, "The number of digits", 1)
+        images, _ = self.gan.sample(n, seed=seed, labels=requested_labels(self.gan, digits or None, n))
+        path = self.out / f"grid_seed{seed}_{n}{tag(digits)}.png"
+        save_grid(images, path, grid_columns(self.gan))
+        return str(path)
+
+    def walk(self, seed_a, seed_b, steps, digit=None) -> tuple[str, str]:
+        """`steps` digits along the great circle from seed A's latent point to seed B's: a GIF and a strip."""
+        a, b, steps = whole(seed_a, "Seed A"), whole(seed_b, "Seed B"), whole(steps, "The number of steps", 2)
+        ends = torch.stack([torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s))
+                            for s in (a, b)])
+        digits = None if digit is None else [int(digit)]
+        images, _ = walk(self.gan, ends[None], steps, digits)
+        strip = self.out / f"walk_seed{a}_to_{b}_{steps}{tag(digits)}.png"
+        save_grid(images, strip, steps)
+        with Image.open(strip) as picture:  # each frame is a cell of the strip, with its 2-pixel border
+            frames = [picture.crop((30 * i, 0, 30 * i + 32, 32)).convert("L") for i in range(steps)]
+        gif = strip.with_suffix(".gif")  # there and back, then again
+        frames[0].save(gif, save_all=True, append_images=frames[1:] + frames[-2:0:-1], duration=100, loop=0)
+        return str(gif), str(strip)
+
+    def items(self, source: str) -> list[Path]:
+        """The run's sample grids (samples/step_NNNNNNN_epoch_NNN.png) or checkpoints (epoch_NNN.ckpt, then
+        last.ckpt), in training order; listed anew each time, so a run still training shows its newest."""
+        if source == "checkpoints":
+            return sorted(self.run.glob("checkpoints/epoch*.ckpt")) + sorted(self.run.glob("checkpoints/last.ckpt"))
+        return sorted(self.run.glob("samples/*.png"))
+
+    def progress(self, source: str, index, seed) -> tuple[str | None, str]:
+        """The `index`-th grid or checkpoint of the run, and a line saying where in training it is."""
+        items = self.items(source)
+        if not items:
+            kind = "checkpoints/epoch_NNN.ckpt" if source == "checkpoints" else "samples/*.png"
+            return None, f"`{self.run}` has no {kind}. Start the page with run_dir=<a run folder> to see another run."
+        position = min(whole(index, "The position"), len(items) - 1)
+        item = items[position]
+        where = f"`{item.relative_to(self.run)}`, {position + 1} of {len(items)}"
+        if source == "sample grids":
+            match = re.search(r"step_(\d+)_epoch_(\d+)", item.name)
+            when = f"step {int(match[1])}, epoch {int(match[2])}" if match else item.stem
+            return str(item), f"{when}: the fixed noise, as training drew it ({where})"
+        try:
+            gan, saved = checkpoint(item)
+        except UserFacingError as err:  # a damaged checkpoint of the run: its message, on the page
+            raise gr.Error(str(err)) from None
+        seed, n = whole(seed, "The seed"), grid_columns(gan) ** 2
+        path = self.out / f"{item.stem}_seed{seed}.png"
+        save_grid(gan.sample(n, seed=seed)[0], path, grid_columns(gan))
+        return str(path), f"step {saved['step']}, epoch {saved['epoch']}: {n} digits from seed {seed} ({where})"
+
+    def pick_source(self, source: str, seed):
+        """Another source: the slider spans its items and starts at the last, the end of training."""
+        last = max(len(self.items(source)) - 1, 0)
+        return gr.Slider(maximum=last, value=last), *self.progress(source, last, seed)
+
+
+def page(demo: Demo) -> gr.Blocks:
+    gan, columns = demo.gan, grid_columns(demo.gan)
+    kind = "a conditional GAN: pick the digits" if gan.num_classes else "an unconditional DCGAN"
+    image = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
+                              buttons=["download", "fullscreen"], elem_classes="digits")
+    # delete_cache: the copies Gradio serves, of an hour ago or older, go every hour
+    with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
+        gr.Markdown(f"## DCGAN digits\n`{demo.ckpt}`: {kind}; saved at training step {demo.saved['step']} "
+                    f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG.")
+        with gr.Tab("Grid", elem_id="tab_grid"):
+            with gr.Row():
+                seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
+                count = gr.Slider(1, 256, value=columns**2, step=1, label="Digits", elem_id="grid_count")
+                digits = gr.CheckboxGroup(list(range(gan.num_classes or 0)), visible=bool(gan.num_classes),
+                                          label="Which digits (none ticked: all, in turn)", elem_id="grid_digits")
+            draw = gr.Button("Draw", variant="primary", elem_id="grid_draw")
+            grid = image(label=f"Grid, {columns} to a row", elem_id="grid", height=480)
+        with gr.Tab("Walk", elem_id="tab_walk"):
+            with gr.Row():
+                seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
+                seed_b = gr.Number(1, label="To seed", precision=0, minimum=0, elem_id="walk_b")
+                steps = gr.Slider(2, 32, value=16, step=1, label="Steps", elem_id="walk_steps")
+                digit = gr.Dropdown(list(range(gan.num_classes or 0)), value=0 if gan.num_classes else None,
+                                    visible=bool(gan.num_classes), label="Digit", elem_id="walk_digit")
+            go = gr.Button("Walk", variant="primary", elem_id="walk_go")
+            with gr.Row():
+                animation = image(label="The walk, there and back (GIF)", elem_id="walk_gif", height=240)
+                strip = image(label="Its steps, from the first seed to the second", elem_id="walk_strip", height=240,
+                              scale=3)
+        with gr.Tab("Progress", elem_id="tab_progress"):
+            source = SOURCES[0] if demo.items(SOURCES[0]) else SOURCES[1]
+            last = max(len(demo.items(source)) - 1, 0)
+            with gr.Row():
+                sources = gr.Radio(list(SOURCES), value=source, label=f"Of {demo.run}", elem_id="progress_source")
+                position = gr.Slider(0, last, value=last, step=1, label="From the start of training to its end",
+                                     elem_id="progress_index")
+                progress_seed = gr.Number(0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed")
+            caption = gr.Markdown(elem_id="progress_caption")
+            shown = image(label="Progress", elem_id="progress", height=480)
+
+        grid_inputs = [seed, count, digits] if gan.num_classes else [seed, count]
+        walk_inputs = [seed_a, seed_b, steps, digit] if gan.num_classes else [seed_a, seed_b, steps]
+        progress_inputs = [sources, position, progress_seed]
+        for trigger in (draw.click, seed.submit, blocks.load):
+            trigger(demo.grid, grid_inputs, grid)
+        for trigger in (go.click, blocks.load):
+            trigger(demo.walk, walk_inputs, [animation, strip])
+        sources.change(demo.pick_source, [sources, progress_seed], [position, shown, caption])
+        for trigger in (position.change, progress_seed.submit, blocks.load):
+            trigger(demo.progress, progress_inputs, [shown, caption], trigger_mode="always_last")
+    return blocks
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="app")
+def main(cfg: DictConfig) -> None:
+    ckpt = Path(to_absolute_path(cfg.ckpt_path))
+    run = Path(to_absolute_path(cfg.run_dir)) if cfg.run_dir else run_folder(ckpt)
+    try:
+        checkpoint(ckpt)  # before anything starts, with generate.py's message; the page's Demo finds it read
+    except UserFacingError as err:
+        raise SystemExit(f"Error: {err}") from None
+    if cfg.run_dir and not run.is_dir():
+        raise SystemExit(f"Error: run_dir={cfg.run_dir} is not a folder. Give a training run's folder (the one "
+                         "holding checkpoints/ and samples/, e.g. outputs/runs/<run>), or leave run_dir out for the "
+                         "checkpoint's own.")
+    if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
+        raise SystemExit(f"Error: port={cfg.port} is not a port; give a whole number from 1 to 65535, e.g. port=7860.")
+
+    with tempfile.TemporaryDirectory(prefix="dcgan-app-") as out:  # the images drawn, gone when the page stops
+        blocks = page(Demo(ckpt, run, Path(out)))
+        try:
+            blocks.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
+                          show_error=True, allowed_paths=[str(run / "samples")], css=CSS, footer_links=[])
+        except OSError:
+            raise SystemExit(
+                f"Error: the page cannot start on host={cfg.host} port={cfg.port}: the port is taken (by another "
+                f"program, or another app.py) or the host is not an address of this machine. Pick another, e.g. "
+                f"port={cfg.port + 1}."
+            ) from None
+        print(f"The page is at http://{cfg.host}:{cfg.port} (Ctrl-C stops it)", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops it as Ctrl-C does, tidying up
+        blocks.block_thread()
+
+
+if __name__ == "__main__":
+    main()

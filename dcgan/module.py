@@ -28,6 +28,9 @@ def balanced_labels(n: int, num_classes: int, device=None) -> torch.Tensor:
 
 
 SAMPLE_BN = ("running", "batch")
+# model.compile: false, true (torch.compile's default mode) or one of its modes; reduce-overhead also replays
+# each compiled network's kernels as CUDA graphs on a GPU (docs/benchmarks.md, "On a GPU").
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
@@ -91,7 +94,8 @@ class DCGAN(pl.LightningModule):
     label, real images with their own and fakes with labels drawn uniformly.
 
     Speed switches (docs/benchmarks.md has what each is worth): `channels_last`
-    memory format, `compile` (torch.compile of both networks), `fused_adam`.
+    memory format, `compile` (torch.compile of both networks: True or one of
+    its modes, see COMPILE_MODES), `fused_adam`.
     With `ema_decay` set, an exponential moving average of G's weights (and
     BatchNorm statistics) is kept from training step `ema_start_step` on, and is
     what grids, metrics and `generate` use. `sample_bn` says how G's BatchNorm
@@ -123,12 +127,14 @@ class DCGAN(pl.LightningModule):
         info_codes: int | None = None,
         info_weight: float = 1.0,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         fused_adam: bool = False,
     ):
         super().__init__()
         if sample_bn not in SAMPLE_BN:
             raise ValueError(f"sample_bn={sample_bn!r} is not one of {', '.join(SAMPLE_BN)}")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile={compile!r} is not one of {', '.join(map(str, COMPILE_MODES))}")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = num_classes
@@ -142,8 +148,9 @@ class DCGAN(pl.LightningModule):
         self.generator_ema = MovingAverage(self.generator, ema_decay) if ema_decay is not None else None
         if compile:
             # In place (nn.Module.compile): the state_dict keys, and so checkpoints, stay those of the plain networks.
-            self.generator.compile()
-            self.discriminator.compile()
+            mode = None if compile is True else compile
+            self.generator.compile(mode=mode)
+            self.discriminator.compile(mode=mode)
         # The same latent points every time, so that sample grids show progress rather than new draws.
         # Buffers, so they are saved in (and restored from) checkpoints.
         fixed = torch.randn(num_fixed_samples, latent_dim, generator=torch.Generator().manual_seed(fixed_noise_seed))
@@ -223,6 +230,8 @@ class DCGAN(pl.LightningModule):
         return logits, self.hparams.info_weight * F.cross_entropy(code_logits.float(), self.generator.code(z))
 
     def training_step(self, batch, batch_idx):
+        if self.hparams.compile:
+            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's outputs' memory
         real, real_labels = batch
         n = real.size(0)
         opt_g, opt_d = self.optimizers()

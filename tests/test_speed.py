@@ -9,17 +9,19 @@ import torch
 from dcgan.data import MNISTDataModule
 from dcgan.module import DCGAN
 from tests.helpers import compose_config, load_checkpoint, only_child, run_script, run_train
+from train import train
 
 
 def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in module.named_parameters()}
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last):
+# reduce-overhead adds CUDA graphs on a GPU; on the CPU it compiles as the default mode does.
+@pytest.mark.parametrize("channels_last, mode", [(False, True), (True, "reduce-overhead")])
+def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last, mode):
     torch.manual_seed(0)
     eager = DCGAN(g_width=16, d_width=16, channels_last=channels_last)
-    compiled = DCGAN(g_width=16, d_width=16, channels_last=channels_last, compile=True)
+    compiled = DCGAN(g_width=16, d_width=16, channels_last=channels_last, compile=mode)
     compiled.load_state_dict(eager.state_dict())  # the same keys: compiling in place leaves checkpoints alone
     z, real = torch.randn(32, 100), torch.rand(32, 1, 28, 28) * 2 - 1
     outputs = []
@@ -36,6 +38,24 @@ def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channe
     for name in grads_e:
         torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-3, atol=1e-5, msg=name)
     assert not torch.equal(grads_e["generator.net.0.weight"], torch.zeros_like(grads_e["generator.net.0.weight"]))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device (the cpu case runs the same mode without them)"))])
+def test_training_with_reduce_overhead_matches_eager_training(device, mnist_root, tmp_path):
+    # Real training steps (D toggled off in the G step, BatchNorm statistics updated inside the compiled code),
+    # fp32, no dropout: only the order of floating point operations may differ.
+    common = ("experiment=smoke", f"trainer.accelerator={device}", "trainer.precision=32-true", "trainer.max_epochs=1",
+              "trainer.limit_train_batches=4", "data.batch_size=16", "model.g_width=8", "model.d_width=8",
+              "callbacks.sample_grid=null", "callbacks.quality=null", "callbacks.progress_bar=null", f"data.root={mnist_root}")
+    states = []
+    for name, compile in (("eager", "false"), ("graphed", "reduce-overhead")):
+        train(compose_config(*common, f"model.compile={compile}", output_dir=str(tmp_path / name)))
+        states.append(load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")["state_dict"])
+    eager, graphed = states
+    assert eager.keys() == graphed.keys()
+    for name in eager:
+        torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 class WeightsAfterEachStep(pl.Callback):

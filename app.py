@@ -117,14 +117,15 @@ class Demo:
         return gr.Slider(maximum=last, value=last), *self.progress(source, last, seed)
 
 
-def page(demo: Demo) -> gr.Blocks:
+def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
+    """The page; it names the checkpoint and the run as the user gave them."""
     gan, columns = demo.gan, grid_columns(demo.gan)
     kind = "a conditional GAN: pick the digits" if gan.num_classes else "an unconditional DCGAN"
     image = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
                               buttons=["download", "fullscreen"], elem_classes="digits")
     # delete_cache: the copies Gradio serves, of an hour ago or older, go every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
-        gr.Markdown(f"## DCGAN digits\n`{demo.ckpt}`: {kind}; saved at training step {demo.saved['step']} "
+        gr.Markdown(f"## DCGAN digits\n`{ckpt_name}`: {kind}; saved at training step {demo.saved['step']} "
                     f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG.")
         with gr.Tab("Grid", elem_id="tab_grid"):
             with gr.Row():
@@ -150,7 +151,7 @@ def page(demo: Demo) -> gr.Blocks:
             source = SOURCES[0] if demo.items(SOURCES[0]) else SOURCES[1]
             last = max(len(demo.items(source)) - 1, 0)
             with gr.Row():
-                sources = gr.Radio(list(SOURCES), value=source, label=f"Of {demo.run}", elem_id="progress_source")
+                sources = gr.Radio(list(SOURCES), value=source, label=f"Of {run_name}", elem_id="progress_source")
                 position = gr.Slider(0, last, value=last, step=1, label="From the start of training to its end",
                                      elem_id="progress_index")
                 progress_seed = gr.Number(0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed")
@@ -186,7 +187,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"Error: port={cfg.port} is not a port; give a whole number from 1 to 65535, e.g. port=7860.")
 
     with tempfile.TemporaryDirectory(prefix="dcgan-app-") as out:  # the images drawn, gone when the page stops
-        blocks = page(Demo(ckpt, run, Path(out)))
+        run_name = cfg.run_dir or str(run_folder(Path(cfg.ckpt_path)))
+        blocks = page(Demo(ckpt, run, Path(out)), cfg.ckpt_path, run_name)
         try:
             blocks.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
                           show_error=True, allowed_paths=[str(run / "samples")], css=CSS, footer_links=[])

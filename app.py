@@ -123,7 +123,7 @@ def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
     kind = "a conditional GAN: pick the digits" if gan.num_classes else "an unconditional DCGAN"
     image = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
                               buttons=["download", "fullscreen"], elem_classes="digits")
-    # delete_cache: the copies Gradio serves, of an hour ago or older, go every hour
+    # delete_cache: the copies Gradio serves go when the page stops, and those an hour old every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(f"## DCGAN digits\n`{ckpt_name}`: {kind}; saved at training step {demo.saved['step']} "
                     f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG.")

@@ -7,9 +7,13 @@ docs/robustness.md lists every bad input the tests try and the message it gets.
 """
 
 import inspect
+import os
+import sys
+from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import AcceleratorRegistry
 
 from dcgan.checkpoints import read_checkpoint
@@ -22,8 +26,42 @@ class BadInput(UserFacingError, ValueError):
     """Something the user gave (a config value, a file) cannot work. The message says what to do instead."""
 
 
+def whole(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def number(value, low: float, high: float = float("inf")) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+
+
+def pair(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(number(v, 0, 1.0001) for v in value)
+
+
+# model.<key>: whether a value is allowed, what it must be, an example of one that is.
+MODEL_RANGES = {
+    "latent_dim": (lambda v: whole(v, 1), "a whole number >= 1", "100"),
+    "g_width": (lambda v: whole(v, 1), "a whole number >= 1 (G's channels)", "64"),
+    "d_width": (lambda v: whole(v, 1), "a whole number >= 1 (D's channels)", "64"),
+    "d_dropout": (lambda v: number(v, 0, 1), "a probability from 0 up to (not including) 1", "0.3"),
+    "betas": (lambda v: pair(v) and max(v) < 1, "two numbers from 0 up to 1, Adam's (beta1, beta2)", "[0.5,0.999]"),
+    "label_smoothing": (lambda v: v is None or (pair(v) and v[0] <= v[1]), "null or [low, high] with 0 <= low <= high <= 1",
+                        "[0.8,1.0]"),
+    "instance_noise_std": (lambda v: number(v, 0), "a number >= 0 (0 turns the noise off)", "0.1"),
+    "instance_noise_anneal_steps": (lambda v: whole(v, 0), "a whole number of steps >= 0", "2000"),
+    "ema_decay": (lambda v: v is None or number(v, 0, 1), "null (off) or a number from 0 up to 1", "0.999"),
+    "ema_start_step": (lambda v: whole(v, 0), "a whole number of steps >= 0", "500"),
+    "num_fixed_samples": (lambda v: whole(v, 1), "a whole number >= 1 (the grids' images)", "64"),
+    "info_weight": (lambda v: number(v, 0), "a number >= 0", "1.0"),
+}
+
+
 def check_config(cfg: DictConfig) -> None:
     """The config's values, the machine it asks for, and the MNIST files when they are already there."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    for key, (allowed, what, example) in MODEL_RANGES.items():
+        if key in model and not allowed(model[key]):
+            raise BadInput(f"model.{key}={model[key]} cannot work: it must be {what}. Use e.g. model.{key}={example}.")
     for key in ("lr", "lr_g", "lr_d"):
         value = cfg.model.get(key)
         if not isinstance(value, (int, float)) or value <= 0:
@@ -99,3 +137,34 @@ def check_checkpoint(path: str, hparams: dict) -> None:
             f"ckpt_path={path} was written by a different model: {'; '.join(differences)}. Resume with the "
             f"model settings of the run that wrote it (its .hydra/overrides.yaml lists them), or train anew without ckpt_path."
         )
+
+
+def output_folder_problem(folder: str) -> str | None:
+    """Why runs cannot be written into `folder` (created if missing), or None when they can."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is a file, not a folder" if not existing.is_dir() else "cannot be written"
+        return (
+            f"The run folder {folder} cannot be made: {existing} {what}. Point output_root at a folder "
+            f"you can write, e.g. `python train.py output_root=$HOME/dcgan-outputs` (runs go to <output_root>/runs/)."
+        )
+    return None
+
+
+class CheckOutputFolder(Callback):
+    """A Hydra callback: refuse an output folder that cannot be written before Hydra makes it, which
+    would otherwise fail with a traceback before train.py runs."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config.hydra.sweep.dir)
+
+    @staticmethod
+    def check(folder: str) -> None:
+        if problem := output_folder_problem(folder):
+            print(f"Error: {problem}", file=sys.stderr)
+            raise SystemExit(1)

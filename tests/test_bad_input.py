@@ -94,6 +94,14 @@ CASES = {
     "info-codes-above-latent-dim": Case(
         "`model.info_codes=200`", lambda p: ["model.info_codes=200"], "model.info_codes=200 is not a number of categories"
     ),
+    "zero-width": Case("`model.g_width=0`", lambda p: ["model.g_width=0"], "model.g_width=0 cannot work: it must be a whole number >= 1"),
+    "dropout-one": Case("`model.d_dropout=1.5`", lambda p: ["model.d_dropout=1.5"], "model.d_dropout=1.5 cannot work"),
+    "beta-one": Case("`model.betas=[0.5,1.5]`", lambda p: ["model.betas=[0.5,1.5]"], "model.betas=[0.5, 1.5] cannot work"),
+    "smoothing-reversed": Case(
+        "`model.label_smoothing=[1.0,0.8]`", lambda p: ["model.label_smoothing=[1.0,0.8]"], "model.label_smoothing=[1.0, 0.8] cannot work"
+    ),
+    "negative-noise": Case("`model.instance_noise_std=-0.1`", lambda p: ["model.instance_noise_std=-0.1"], "model.instance_noise_std=-0.1 cannot work"),
+    "ema-decay-above-one": Case("`model.ema_decay=2`", lambda p: ["model.ema_decay=2"], "model.ema_decay=2 cannot work"),
     "unknown-sample-bn": Case("`model.sample_bn=eval`", lambda p: ["model.sample_bn=eval"], "model.sample_bn=eval is not a way to sample"),
     "unknown-accelerator": Case("`trainer.accelerator=tpuu`", lambda p: ["trainer.accelerator=tpuu"], "trainer.accelerator=tpuu is not an accelerator"),
     "gpu-without-gpu": Case(
@@ -134,6 +142,15 @@ CASES = {
     "unknown-key": Case("`model.lrr=1e-3` (no such key)", lambda p: ["model.lrr=1e-3"], "Could not override 'model.lrr'"),
     "unknown-option": Case("`trainer=gpuu` (no such option)", lambda p: ["trainer=gpuu"], "Could not find 'trainer/gpuu'"),
 }
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_hydra_makes_it(tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    result = run_train("experiment=smoke", f"output_root={a_file / 'outputs'}", check=False)
+    assert result.returncode == 1
+    assert f"cannot be made: {a_file} is a file, not a folder. Point output_root at a folder" in result.stderr
+    assert "Traceback" not in result.stderr and a_file.read_text() == "not a folder"
 
 
 @pytest.fixture(scope="module")

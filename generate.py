@@ -74,11 +74,25 @@ def interpolate(model, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor | No
     return walk(model, torch.randn(cfg.walks, 2, model.hparams.latent_dim, generator=rng), cfg.steps, cfg.digits)
 
 
+def option_problem(cfg: DictConfig) -> str | None:
+    """What is wrong with the options before anything is loaded or written, or None."""
+    counts = {"num_samples": 1, "walks": 1, "steps": 2} | ({"nrow": 1} if cfg.nrow is not None else {})
+    for key, low in counts.items():
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            return f"{key}={value} must be a whole number >= {low}; see conf/generate.yaml, e.g. {key}={max(low, 8)}."
+    if Path(cfg.output).suffix not in OUTPUT_KINDS:
+        return f"output={cfg.output} must end in .png (a grid) or .npz (uint8 arrays)."
+    if cfg.device != "auto" and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        return f"device={cfg.device} asks for a GPU, but PyTorch finds none here; use device=auto or device=cpu."
+    return None
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
+    if problem := option_problem(cfg):
+        raise SystemExit(f"Error: {problem}")
     output = Path(to_absolute_path(cfg.output))
-    if output.suffix not in OUTPUT_KINDS:
-        raise SystemExit(f"Error: output={cfg.output} must end in .png (a grid) or .npz (uint8 arrays).")
     try:
         model = load_gan(to_absolute_path(cfg.ckpt_path), map_location=resolve_device(cfg.device))
     except UserFacingError as err:

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.helpers import run_script
@@ -66,6 +67,19 @@ def test_bad_checkpoint_gets_a_clear_error(smoke_run, tmp_path, damage):
     assert "Traceback" not in result.stderr
     assert str(bad) in result.stderr
     assert ("is not a readable checkpoint" if damage == "truncated" else "does not exist") in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    ("num_samples=0", "num_samples=0 must be a whole number >= 1"),
+    ("steps=1", "steps=1 must be a whole number >= 2"),
+    ("nrow=0", "nrow=0 must be a whole number >= 1"),
+    pytest.param("device=cuda", "device=cuda asks for a GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")),
+])
+def test_impossible_options_get_one_line_naming_them(smoke_run, tmp_path, option, message):
+    result = run_script("generate.py", f"ckpt_path={last_ckpt(smoke_run)}", option, f"output={tmp_path / 'x.png'}", check=False)
+    assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x.png").exists()
 
 

@@ -169,7 +169,9 @@ class ProgressLog(pl.Callback):
         if not trainer.is_global_zero:
             return
         minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        # EpochCheckpoints writes last.ckpt when training ends, just after this (Lightning runs it last).
+        checkpoints = trainer.checkpoint_callback
+        last = str(Path(checkpoints.dirpath) / "last.ckpt") if checkpoints and checkpoints.save_last else ""
         lines = [f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
                  f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)"]
         if last:

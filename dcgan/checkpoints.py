@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
@@ -58,8 +59,10 @@ def read_checkpoint(path: str | Path) -> dict:
 def saved_at(path: str | Path) -> dict:
     """Where and when in training the checkpoint at `path` was saved."""
     checkpoint = read_checkpoint(path)
-    # Two optimizer steps per training step (DCGAN.step); "epoch" counts from 0, train.log from 1.
-    return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": checkpoint["epoch"] + 1}
+    # Two optimizer steps per training step (DCGAN.step). The epoch its last step belongs to, counted from 1 as in
+    # train.log, is the number of epochs started: "epoch" would count a save at the end of training one too far.
+    started = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("started")
+    return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": started or checkpoint["epoch"] + 1}
 
 
 def run_folder(path: str | Path) -> Path:
@@ -105,6 +108,16 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> N
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class EpochCheckpoints(ModelCheckpoint):
+    """ModelCheckpoint that also writes last.ckpt when training ends: on its schedule alone, a 6-epoch run
+    with checkpoints every 5 epochs would end with last.ckpt at epoch 5, and a 3-epoch run with none."""
+
+    def on_train_end(self, trainer, pl_module):
+        if self.save_last and self.dirpath:
+            self.last_model_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+            trainer.save_checkpoint(self.last_model_path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dcgan.checkpoints import AtomicCheckpointIO
-from tests.helpers import REPO, compose_config
+from dcgan.checkpoints import AtomicCheckpointIO, saved_at
+from tests.helpers import REPO, compose_config, only_child, run_train
 
 # Saves version 1, then starts saving version 2 with a torch.save that stops half way and waits to be killed.
 WRITER = """
@@ -67,3 +67,13 @@ def test_the_same_kill_corrupts_a_checkpoint_written_in_place(tmp_path):
 def test_the_trainer_writes_checkpoints_atomically(option):
     trainer = instantiate(compose_config(f"trainer={option}", "trainer.accelerator=cpu", "trainer.precision=32-true").trainer)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_last_checkpoint_holds_the_final_step_when_the_last_epoch_is_off_schedule(mnist_root, tmp_path):
+    """Checkpoints every 5 epochs, 2 epochs run: last.ckpt is still written, at the final step."""
+    run_train("experiment=smoke", "trainer.limit_train_batches=3", "model.g_width=8", "model.d_width=8",
+              "callbacks.quality=null", "callbacks.checkpoint.every_n_epochs=5", f"data.root={mnist_root}",
+              f"output_root={tmp_path}")
+    checkpoints = only_child(tmp_path / "runs") / "checkpoints"
+    assert [p.name for p in checkpoints.glob("*.ckpt")] == ["last.ckpt"]
+    assert saved_at(checkpoints / "last.ckpt") == {"path": str(checkpoints / "last.ckpt"), "step": 6, "epoch": 2}

@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 # MNIST: ../shared/data where a machine holds it (no internet needed), else data/ (downloaded on first use).
 MNIST_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),../shared/data,data)
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ train: setup
 
 test: setup
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest $(ARGS)
+
+# ruff's checks and its formatter, as configured in pyproject.toml (and .pre-commit-config.yaml)
+lint: setup
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 
 bench: setup
 	$(PYTHON) -m bench.throughput --data-root $(MNIST_ROOT) $(ARGS)

@@ -33,7 +33,7 @@ def main() -> None:
     cols = 4
     fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
                              sharey=True, constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    for ax, key in zip(axes.flat, keys, strict=False):
         values = [r[key] for r in rows]
         numeric = all(v.replace(".", "", 1).replace("e-", "", 1).isdigit() for v in values)
         if numeric and len(set(values)) > 6:  # a continuous range: place trials at their values

@@ -76,7 +76,7 @@ class Clock(pl.Callback):
 
     def rates(self) -> list[float]:
         marks = self.times[self.warmup - 1 :: self.interval]
-        return [self.interval * self.batch_size / (b - a) for a, b in zip(marks, marks[1:])]
+        return [self.interval * self.batch_size / (b - a) for a, b in zip(marks, marks[1:], strict=False)]
 
 
 class GpuProfile(pl.Callback):
@@ -152,7 +152,8 @@ def project_rates(name: str, overrides: list[str], data_root: str, steps: int, w
                 "steps": profile_steps}, force_add=True)
         train(cfg)
     # Hydra built the clock from `bench.throughput`, which under `python -m` is not this `__main__` module.
-    from bench.throughput import Clock as InstantiatedClock, GpuProfile as InstantiatedProfile
+    from bench.throughput import Clock as InstantiatedClock
+    from bench.throughput import GpuProfile as InstantiatedProfile
 
     rates = InstantiatedClock.named[name].rates()[: (steps - warmup) // interval]  # not the profiled steps
     return {"rates": rates, **InstantiatedProfile.named[name].result} if profile_steps else rates
@@ -275,7 +276,7 @@ def main() -> None:
                          "machine (torch.cuda.is_available() is False); run it where a GPU is visible, or without --device.")
     # Fewer than an epoch of 128-image batches on the GPU (468), so that no epoch-end metric falls in the timing.
     defaults = (400, 100, 50) if args.device == "cuda" else (100, 20, 20)
-    for key, default in zip(("steps", "warmup", "interval"), defaults):
+    for key, default in zip(("steps", "warmup", "interval"), defaults, strict=True):
         setattr(args, key, default if getattr(args, key) is None else getattr(args, key))
     if args.one:  # a measurement run by measure_in_subprocess: its rates, as JSON, on the last line
         print(json.dumps(measure(args.one, args)))

@@ -62,7 +62,7 @@ def main() -> None:
     fig, (ax_fid, ax_share) = plt.subplots(1, 2, figsize=(11, 4))
     for label, points in runs.items():
         for ax, tag in ((ax_fid, "metric/fid"), (ax_share, "metric/min_digit_share")):
-            minutes, values = zip(*[(t / 60, v) for t, v in points[tag]])
+            minutes, values = zip(*[(t / 60, v) for t, v in points[tag]], strict=True)
             ax.plot(minutes, values, marker="o", markersize=3, label=label)
     ax_fid.set(xlabel="wall-clock minutes", ylabel="FID (classifier features, lower is better)", yscale="log")
     ax_fid.yaxis.set_major_formatter(ScalarFormatter())

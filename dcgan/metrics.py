@@ -48,7 +48,7 @@ class MNISTClassifier(nn.Module):
 @torch.no_grad()
 def accuracy(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     classifier.eval()
-    correct = sum((classifier(x).argmax(1) == y).sum().item() for x, y in zip(images.split(batch_size), labels.split(batch_size)))
+    correct = sum((classifier(x).argmax(1) == y).sum().item() for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True))
     return correct / len(labels)
 
 

@@ -50,7 +50,7 @@ def batch_statistics(net: nn.Module):
     try:
         yield
     finally:
-        for m, (training, track) in zip(norms, modes):
+        for m, (training, track) in zip(norms, modes, strict=True):
             m.train(training)
             m.track_running_stats = track
 
@@ -78,7 +78,7 @@ class MovingAverage(AveragedModel):
             for floats in (True, False):
                 pairs = [(a, c) for a, c in zip(averages, current, strict=True) if a.is_floating_point() == floats]
                 if pairs:
-                    self.multi_avg_fn(*map(list, zip(*pairs)), None)
+                    self.multi_avg_fn(*map(list, zip(*pairs, strict=True)), None)
         self.n_averaged += 1
         self.started = True
 

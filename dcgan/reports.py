@@ -15,8 +15,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from torch.utils.tensorboard.summary import hparams  # noqa: E402
@@ -104,10 +104,10 @@ def write_curves(run_dir: Path) -> Path | None:
     fid = scalars.get("metric/fid", [])
     fig, axes = plt.subplots(1, 3 if fid else 2, figsize=(15 if fid else 10, 3.8), constrained_layout=True)
     for tag, label in (("loss/d", "loss_D"), ("loss/g", "loss_G")):
-        axes[0].plot(*zip(*scalars[tag]), label=label)
+        axes[0].plot(*zip(*scalars[tag], strict=True), label=label)
     axes[0].set(title="Losses", xlabel="step")
     for tag, label in (("d/real", "D(x)"), ("d/fake", "D(G(z))")):
-        axes[1].plot(*zip(*scalars[tag]), label=label)
+        axes[1].plot(*zip(*scalars[tag], strict=True), label=label)
     axes[1].set(title="Discriminator outputs", xlabel="step", ylim=(0, 1))
     if fid:
         epochs = [epoch_at_step.get(step, float("nan")) + 1 for step, _ in fid]

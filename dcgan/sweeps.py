@@ -120,7 +120,7 @@ def write_figure(path: Path, rows: list[dict]) -> None:
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(rows), 6)), constrained_layout=True)
     bars.barh(names[::-1], objectives[::-1])
     bars.set(title="objective (lower is better; failed jobs have no bar)", xlabel="objective")
-    for name, row in zip(names, rows):
+    for name, row in zip(names, rows, strict=True):
         scalars = read_scalars(row["dir"])
         if "metric/fid" in scalars:
             epoch_at_step = dict(scalars.get("epoch", []))

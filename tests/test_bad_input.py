@@ -6,9 +6,9 @@ checks against the real messages (`UPDATE_DOCS=1 pytest tests/test_bad_input.py`
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -16,9 +16,9 @@ from hydra.errors import HydraException
 from torchvision.datasets import MNIST
 
 from dcgan.data import MNIST_FILES
+from dcgan.errors import UserFacingError
 from dcgan.validation import BadInput, check_checkpoint
 from tests.helpers import REPO, compose_config, run_train
-from dcgan.errors import UserFacingError
 from train import train
 
 DOC = REPO / "docs" / "robustness.md"

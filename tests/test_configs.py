@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from dcgan.callbacks import SampleGrid
 from dcgan.data import MNISTDataModule
-from dcgan.module import DCGAN
 from dcgan.machine import pick_precision
+from dcgan.module import DCGAN
 from tests.helpers import CONF, compose_config, load_checkpoint, only_child, run_train
 
 GROUPS = ("trainer", "model", "data", "callbacks", "logger", "experiment")

@@ -49,7 +49,7 @@ def test_ddp_ranks_train_on_distinct_shards_that_change_every_epoch(ddp_run):
 
 def test_ddp_ranks_draw_different_noise(ddp_run):
     rank0, rank1 = probes(ddp_run)
-    assert not any(torch.equal(a, b) for a, b in zip(rank0["rng"], rank1["rng"]))
+    assert not any(torch.equal(a, b) for a, b in zip(rank0["rng"], rank1["rng"], strict=True))
     # the checkpoint keeps both streams, so that a resumed run continues each rank's own
     states = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["rng_states"]
     assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
@@ -94,7 +94,7 @@ def test_ddp_multirun_runs_each_job_once_with_its_own_ranks(mnist_root, tmp_path
     sweep = only_child(tmp_path / "multirun")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [job.name for job in jobs] == ["0", "1"]
-    for job, lr in zip(jobs, (1e-4, 4e-4)):
+    for job, lr in zip(jobs, (1e-4, 4e-4), strict=True):
         rank0, rank1 = probes(job)
         assert rank0["lr"] == rank1["lr"] == [lr, lr]  # rank 1 ran this job, not the sweep's first
         assert all(torch.equal(w, rank1["end"][n]) for n, w in rank0["end"].items())

@@ -6,8 +6,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from tests.helpers import compose_config, load_checkpoint, run_train
 from dcgan.errors import UserFacingError
+from tests.helpers import compose_config, load_checkpoint, run_train
 from train import train
 
 # 3 epochs of 4 steps, a checkpoint at each epoch end.

@@ -26,7 +26,7 @@ def test_classifier_is_trained_to_99_percent_and_cached(classifier_path):
 def test_classifier_training_is_reproducible(mnist_root):
     first, _ = train_classifier(mnist_root, epochs=1, num_train=2048)
     second, _ = train_classifier(mnist_root, epochs=1, num_train=2048)
-    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 

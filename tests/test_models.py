@@ -25,7 +25,9 @@ def test_discriminator_gives_one_logit_per_image():
 
 def test_widths_are_configurable():
     small, large = DCGAN(g_width=8, d_width=8), DCGAN(g_width=32, d_width=32)
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+
     assert count(small.generator) < count(large.generator)
     assert count(small.discriminator) < count(large.discriminator)
 

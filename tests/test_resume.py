@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, compose_config, load_checkpoint, only_child, run_train
 from dcgan.errors import UserFacingError
+from tests.helpers import REPO, compose_config, load_checkpoint, only_child, run_train
 from train import train
 
 # 2 epochs of 4 steps, small networks, deterministic kernels.
@@ -40,7 +40,7 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a["global_step"] == b["global_step"] and a["epoch"] == b["epoch"]
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name  # bitwise: weights, BatchNorm stats, fixed noise
-    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"]):
+    for opt_a, opt_b in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
         for param, state in opt_a["state"].items():
             for key, value in state.items():
                 assert torch.equal(value, opt_b["state"][param][key]), (param, key)

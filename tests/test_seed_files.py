@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.models import Discriminator, Generator
 from dcgan.checkpoints import load_gan
+from dcgan.models import Discriminator, Generator
 from tests.conftest import smoke_train
 from tests.helpers import compose_config
 

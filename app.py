@@ -24,7 +24,9 @@ from dcgan.errors import UserFacingError
 from generate import grid_columns, requested_labels, save_grid, walk
 
 # The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
-CSS = ".digits .image-frame, .digits img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+CSS = (
+    ".digits .image-frame, .digits img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+)
 SOURCES = ("sample grids", "checkpoints")
 
 
@@ -70,8 +72,9 @@ class Demo:
     def walk(self, seed_a, seed_b, steps, digit=None) -> tuple[str, str]:
         """`steps` digits along the great circle from seed A's latent point to seed B's: a GIF and a strip."""
         a, b, steps = whole(seed_a, "Seed A"), whole(seed_b, "Seed B"), whole(steps, "The number of steps", 2)
-        ends = torch.stack([torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s))
-                            for s in (a, b)])
+        ends = torch.stack(
+            [torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s)) for s in (a, b)]
+        )
         digits = None if digit is None else [int(digit)]
         images, _ = walk(self.gan, ends[None], steps, digits)
         strip = self.out / f"walk_seed{a}_to_{b}_{steps}{tag(digits)}.png"
@@ -121,18 +124,30 @@ def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
     """The page; it names the checkpoint and the run as the user gave them."""
     gan, columns = demo.gan, grid_columns(demo.gan)
     kind = "a conditional GAN: pick the digits" if gan.num_classes else "an unconditional DCGAN"
-    image = functools.partial(gr.Image, type="filepath", format="png", interactive=False,
-                              buttons=["download", "fullscreen"], elem_classes="digits")
+    image = functools.partial(
+        gr.Image,
+        type="filepath",
+        format="png",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+        elem_classes="digits",
+    )
     # delete_cache: the copies Gradio serves go when the page stops, and those an hour old every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
-        gr.Markdown(f"## DCGAN digits\n`{ckpt_name}`: {kind}; saved at training step {demo.saved['step']} "
-                    f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG.")
+        gr.Markdown(
+            f"## DCGAN digits\n`{ckpt_name}`: {kind}; saved at training step {demo.saved['step']} "
+            f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG."
+        )
         with gr.Tab("Grid", elem_id="tab_grid"):
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
                 count = gr.Slider(1, 256, value=columns**2, step=1, label="Digits", elem_id="grid_count")
-                digits = gr.CheckboxGroup(list(range(gan.num_classes or 0)), visible=bool(gan.num_classes),
-                                          label="Which digits (none ticked: all, in turn)", elem_id="grid_digits")
+                digits = gr.CheckboxGroup(
+                    list(range(gan.num_classes or 0)),
+                    visible=bool(gan.num_classes),
+                    label="Which digits (none ticked: all, in turn)",
+                    elem_id="grid_digits",
+                )
             draw = gr.Button("Draw", variant="primary", elem_id="grid_draw")
             grid = image(label=f"Grid, {columns} to a row", elem_id="grid", height=480)
         with gr.Tab("Walk", elem_id="tab_walk"):
@@ -140,21 +155,30 @@ def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
                 seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
                 seed_b = gr.Number(1, label="To seed", precision=0, minimum=0, elem_id="walk_b")
                 steps = gr.Slider(2, 32, value=16, step=1, label="Steps", elem_id="walk_steps")
-                digit = gr.Dropdown(list(range(gan.num_classes or 0)), value=0 if gan.num_classes else None,
-                                    visible=bool(gan.num_classes), label="Digit", elem_id="walk_digit")
+                digit = gr.Dropdown(
+                    list(range(gan.num_classes or 0)),
+                    value=0 if gan.num_classes else None,
+                    visible=bool(gan.num_classes),
+                    label="Digit",
+                    elem_id="walk_digit",
+                )
             go = gr.Button("Walk", variant="primary", elem_id="walk_go")
             with gr.Row():
                 animation = image(label="The walk, there and back (GIF)", elem_id="walk_gif", height=240)
-                strip = image(label="Its steps, from the first seed to the second", elem_id="walk_strip", height=240,
-                              scale=3)
+                strip = image(
+                    label="Its steps, from the first seed to the second", elem_id="walk_strip", height=240, scale=3
+                )
         with gr.Tab("Progress", elem_id="tab_progress"):
             source = SOURCES[0] if demo.items(SOURCES[0]) else SOURCES[1]
             last = max(len(demo.items(source)) - 1, 0)
             with gr.Row():
                 sources = gr.Radio(list(SOURCES), value=source, label=f"Of {run_name}", elem_id="progress_source")
-                position = gr.Slider(0, last, value=last, step=1, label="From the start of training to its end",
-                                     elem_id="progress_index")
-                progress_seed = gr.Number(0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed")
+                position = gr.Slider(
+                    0, last, value=last, step=1, label="From the start of training to its end", elem_id="progress_index"
+                )
+                progress_seed = gr.Number(
+                    0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed"
+                )
             caption = gr.Markdown(elem_id="progress_caption")
             shown = image(label="Progress", elem_id="progress", height=480)
 
@@ -180,9 +204,11 @@ def main(cfg: DictConfig) -> None:
     except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
     if cfg.run_dir and not run.is_dir():
-        raise SystemExit(f"Error: run_dir={cfg.run_dir} is not a folder. Give a training run's folder (the one "
-                         "holding checkpoints/ and samples/, e.g. outputs/runs/<run>), or leave run_dir out for the "
-                         "checkpoint's own.")
+        raise SystemExit(
+            f"Error: run_dir={cfg.run_dir} is not a folder. Give a training run's folder (the one "
+            "holding checkpoints/ and samples/, e.g. outputs/runs/<run>), or leave run_dir out for the "
+            "checkpoint's own."
+        )
     if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
         raise SystemExit(f"Error: port={cfg.port} is not a port; give a whole number from 1 to 65535, e.g. port=7860.")
 
@@ -190,8 +216,16 @@ def main(cfg: DictConfig) -> None:
         run_name = cfg.run_dir or str(run_folder(Path(cfg.ckpt_path)))
         blocks = page(Demo(ckpt, run, Path(out)), cfg.ckpt_path, run_name)
         try:
-            blocks.launch(server_name=cfg.host, server_port=cfg.port, prevent_thread_lock=True, quiet=True,
-                          show_error=True, allowed_paths=[str(run / "samples")], css=CSS, footer_links=[])
+            blocks.launch(
+                server_name=cfg.host,
+                server_port=cfg.port,
+                prevent_thread_lock=True,
+                quiet=True,
+                show_error=True,
+                allowed_paths=[str(run / "samples")],
+                css=CSS,
+                footer_links=[],
+            )
         except OSError:
             raise SystemExit(
                 f"Error: the page cannot start on host={cfg.host} port={cfg.port}: the port is taken (by another "

@@ -1,8 +1,8 @@
 """The quality metric of a trained generator (see dcgan/metrics.py).
 
-    python evaluate.py ckpt_path=<run>/checkpoints/last.ckpt     # 10k generated digits vs the test split
-    python evaluate.py real=true                                 # 10k real training digits: the floor
-    python evaluate.py ckpt_path=... output=metrics.json         # also as JSON
+python evaluate.py ckpt_path=<run>/checkpoints/last.ckpt     # 10k generated digits vs the test split
+python evaluate.py real=true                                 # 10k real training digits: the floor
+python evaluate.py ckpt_path=... output=metrics.json         # also as JSON
 """
 
 import json
@@ -28,7 +28,10 @@ def real_digits(data_root: str, num_samples: int, seed: int) -> torch.Tensor:
 
 
 def format_scores(scores: dict[str, float]) -> str:
-    lines = [f"{'Frechet distance (fid)':<28}{scores['fid']:10.3f}", f"{'mean confidence':<28}{scores['confidence']:10.3f}"]
+    lines = [
+        f"{'Frechet distance (fid)':<28}{scores['fid']:10.3f}",
+        f"{'mean confidence':<28}{scores['confidence']:10.3f}",
+    ]
     if "label_accuracy" in scores:
         lines.append(f"{'label accuracy':<28}{scores['label_accuracy']:10.3f}")
     lines.append(f"{'smallest digit share':<28}{scores['min_digit_share']:10.3f}")

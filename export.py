@@ -1,8 +1,8 @@
 """Export a trained generator as files that load without this project (docs/export.md).
 
-    python export.py ckpt_path=<run>/checkpoints/last.ckpt          # every format -> <run>/export/step_NNNNNNN/
-    python export.py ckpt_path=... formats=[onnx] output_dir=gen    # some formats, into gen/
-    python export.py ckpt_path=... num_samples=2000                 # a quicker, noisier metric in MODEL_CARD.md
+python export.py ckpt_path=<run>/checkpoints/last.ckpt          # every format -> <run>/export/step_NNNNNNN/
+python export.py ckpt_path=... formats=[onnx] output_dir=gen    # some formats, into gen/
+python export.py ckpt_path=... num_samples=2000                 # a quicker, noisier metric in MODEL_CARD.md
 """
 
 import os
@@ -105,11 +105,15 @@ def model_card(gan, settings: dict, sizes: dict[str, int], scores: dict | None, 
     generator = rebuild(gan)
     parameters = sum(p.numel() for p in generator.parameters())
     inputs = "; ".join(f"`{name}` {what}" for name, what in settings["inputs"].items())
-    sampling = "its running statistics (eval mode)" if settings["sample_bn"] == "running" else "each batch's own statistics"
+    sampling = (
+        "its running statistics (eval mode)" if settings["sample_bn"] == "running" else "each batch's own statistics"
+    )
     if scores:
-        quality = (f"```\n{format_scores(scores)}\n```\n\n{cfg.num_samples} digits (seed {cfg.seed}) against the 10k "
-                   f"MNIST test digits, as `python evaluate.py ckpt_path=... num_samples={cfg.num_samples} seed={cfg.seed}` "
-                   f"scores them: lower FID is better, and real digits score {REAL_DIGITS_FID} (the project's docs/metric.md).")
+        quality = (
+            f"```\n{format_scores(scores)}\n```\n\n{cfg.num_samples} digits (seed {cfg.seed}) against the 10k "
+            f"MNIST test digits, as `python evaluate.py ckpt_path=... num_samples={cfg.num_samples} seed={cfg.seed}` "
+            f"scores them: lower FID is better, and real digits score {REAL_DIGITS_FID} (the project's docs/metric.md)."
+        )
     else:
         quality = "Not measured (exported with num_samples=0): `python evaluate.py ckpt_path=...` measures it."
     files = "\n".join(f"| `{name}` | {file_size(size)} |" for name, size in sizes.items())

@@ -1,9 +1,9 @@
 """Draw digits from a trained generator.
 
-    python generate.py ckpt_path=<run>/checkpoints/last.ckpt                  # 8x8 grid -> samples.png
-    python generate.py ckpt_path=... num_samples=1000 output=samples.npz     # uint8 digits [+ labels]
-    python generate.py ckpt_path=... mode=interpolate output=walks.png       # latent walks, one per row
-    python generate.py ckpt_path=... digits=[7] output=sevens.png            # conditional models only
+python generate.py ckpt_path=<run>/checkpoints/last.ckpt                  # 8x8 grid -> samples.png
+python generate.py ckpt_path=... num_samples=1000 output=samples.npz     # uint8 digits [+ labels]
+python generate.py ckpt_path=... mode=interpolate output=walks.png       # latent walks, one per row
+python generate.py ckpt_path=... digits=[7] output=sevens.png            # conditional models only
 """
 
 from pathlib import Path
@@ -54,7 +54,9 @@ def requested_labels(model, digits, n: int) -> torch.Tensor | None:
         return None
     digits = torch.tensor(list(digits) if digits is not None else range(model.num_classes))
     if digits.numel() == 0 or digits.min() < 0 or digits.max() >= model.num_classes:
-        raise SystemExit(f"Error: digits={list(digits.tolist())} must be a non-empty list of digits 0-{model.num_classes - 1}.")
+        raise SystemExit(
+            f"Error: digits={list(digits.tolist())} must be a non-empty list of digits 0-{model.num_classes - 1}."
+        )
     return digits[torch.arange(n) % len(digits)]
 
 

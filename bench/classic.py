@@ -36,13 +36,26 @@ def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2) -> Da
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     dataset = MNIST(root, train=True, transform=transform)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )
 
 
-def train_classic(root: str, epochs: int = 1, max_steps: int | None = None, batch_size: int = 128,
-                  num_workers: int = 2, seed: int = 42, on_step=None, on_epoch_end=None, verbose: bool = True):
+def train_classic(
+    root: str,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 128,
+    num_workers: int = 2,
+    seed: int = 42,
+    on_step=None,
+    on_epoch_end=None,
+    verbose: bool = True,
+):
     """Train G and D the classic way. `on_step(step)` is called after every batch,
     `on_epoch_end(epoch, netG)` after every epoch; returns the generator."""
     torch.manual_seed(seed)
@@ -63,8 +76,9 @@ def train_classic(root: str, epochs: int = 1, max_steps: int | None = None, batc
             optD.zero_grad()
             out_real = netD(real + std * torch.randn_like(real))
             out_fake = netD(fake.detach() + std * torch.randn_like(fake))
-            lossD = F.binary_cross_entropy_with_logits(out_real, torch.empty(n).uniform_(0.8, 1.0)) \
-                + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n))
+            lossD = F.binary_cross_entropy_with_logits(
+                out_real, torch.empty(n).uniform_(0.8, 1.0)
+            ) + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n))
             lossD.backward()
             optD.step()
 
@@ -116,7 +130,9 @@ def main() -> None:
         wall = t0 - start - paused
         paused += time.perf_counter() - t0
         history.append({"epoch": epoch + 1, "wall_s": round(wall, 1), **{k: round(v, 4) for k, v in scores.items()}})
-        print(f"epoch {epoch + 1}: {wall:.0f} s, FID {scores['fid']:.1f}, min digit share {scores['min_digit_share']:.3f}")
+        print(
+            f"epoch {epoch + 1}: {wall:.0f} s, FID {scores['fid']:.1f}, min digit share {scores['min_digit_share']:.3f}"
+        )
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "epochs": history}, indent=1))

@@ -31,8 +31,14 @@ def main() -> None:
     keys = [k for k in rows[0] if k.startswith(("model.", "data.", "trainer.")) and len({r[k] for r in rows}) > 1]
     rounds = sorted({r["round"] for r in rows})
     cols = 4
-    fig, axes = plt.subplots(math.ceil(len(keys) / cols), cols, figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
-                             sharey=True, constrained_layout=True, squeeze=False)
+    fig, axes = plt.subplots(
+        math.ceil(len(keys) / cols),
+        cols,
+        figsize=(3.2 * cols, 2.6 * math.ceil(len(keys) / cols)),
+        sharey=True,
+        constrained_layout=True,
+        squeeze=False,
+    )
     for ax, key in zip(axes.flat, keys, strict=False):
         values = [r[key] for r in rows]
         numeric = all(v.replace(".", "", 1).replace("e-", "", 1).isdigit() for v in values)
@@ -47,12 +53,17 @@ def main() -> None:
             picked = [r for r in rows if r["round"] == round_]
             below = [r for r in picked if float(r["fid"]) <= args.fid_max]
             above = [r for r in picked if float(r["fid"]) > args.fid_max]
-            ax.scatter([position[r[key]] for r in below], [float(r["fid"]) for r in below], s=18, color=f"C{i}",
-                       label=f"round {round_}")
+            ax.scatter(
+                [position[r[key]] for r in below],
+                [float(r["fid"]) for r in below],
+                s=18,
+                color=f"C{i}",
+                label=f"round {round_}",
+            )
             ax.scatter([position[r[key]] for r in above], [args.fid_max] * len(above), s=30, color=f"C{i}", marker="^")
         ax.set(title=key, yscale="log", ylim=(None, args.fid_max * 1.1))
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(keys):]:
+    for ax in axes.flat[len(keys) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("FID at the budget (5k)")

@@ -93,8 +93,9 @@ class GpuProfile(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.done == self.start:
             torch.cuda.synchronize()
-            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
-                                                               torch.profiler.ProfilerActivity.CUDA])
+            self.profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            )
             self.profiler.__enter__()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -109,18 +110,31 @@ class GpuProfile(pl.Callback):
 def device_summary(events, steps: int) -> dict:
     """Per step: the time the GPU was busy (the union of its kernels, copies and memsets), the host's launches
     (kernels and graphs) and its waits for the GPU."""
-    work = sorted((e.start_ns(), e.end_ns()) for e in events
-                  if e.device_type() == torch.autograd.DeviceType.CUDA and e.activity_type() in ("kernel", "gpu_memcpy", "gpu_memset"))
+    work = sorted(
+        (e.start_ns(), e.end_ns())
+        for e in events
+        if e.device_type() == torch.autograd.DeviceType.CUDA
+        and e.activity_type() in ("kernel", "gpu_memcpy", "gpu_memset")
+    )
     busy, end = 0, 0
     for a, b in work:  # overlapping intervals (several streams) count once
         busy += max(0, b - max(a, end))
         end = max(end, b)
     host = [e.name() for e in events if e.device_type() == torch.autograd.DeviceType.CPU]
     launches = sum("Launch" in name and name.startswith(("cuda", "cu")) for name in host)
-    waits = sum(name.startswith(("cuda", "cu")) and ("Synchronize" in name or name in ("cudaMemcpy", "cuMemcpyDtoH_v2"))
-                for name in host) - 1  # less the synchronize that ends the window
-    return {"compute_ms": busy / 1e6 / steps, "kernels": len(work) / steps, "launches": launches / steps,
-            "waits": waits / steps}
+    waits = (
+        sum(
+            name.startswith(("cuda", "cu")) and ("Synchronize" in name or name in ("cudaMemcpy", "cuMemcpyDtoH_v2"))
+            for name in host
+        )
+        - 1
+    )  # less the synchronize that ends the window
+    return {
+        "compute_ms": busy / 1e6 / steps,
+        "kernels": len(work) / steps,
+        "launches": launches / steps,
+        "waits": waits / steps,
+    }
 
 
 def nvml_utilisation() -> float | None:
@@ -131,25 +145,48 @@ def nvml_utilisation() -> float | None:
         return None
 
 
-def project_rates(name: str, overrides: list[str], data_root: str, steps: int, warmup: int, interval: int,
-                  profile_steps: int = 0) -> list[float] | dict:
+def project_rates(
+    name: str, overrides: list[str], data_root: str, steps: int, warmup: int, interval: int, profile_steps: int = 0
+) -> list[float] | dict:
     """train.py's train() on `overrides`, for `steps` training steps; the images/s of each interval, and with
     `profile_steps` (on a GPU) also GpuProfile's figures for that many more steps at the end."""
     from train import train
 
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            f"output_dir={out}", f"data.root={data_root}", *overrides,
-            f"trainer.max_steps={2 * (steps + profile_steps)}", "trainer.max_epochs=-1",  # both optimizers' steps
-        ])
-        OmegaConf.update(cfg, "callbacks.clock", {
-            "_target_": "bench.throughput.Clock", "name": name,
-            "batch_size": cfg.data.batch_size, "warmup": warmup, "interval": interval,
-        }, force_add=True)
+        cfg = compose(
+            "config",
+            overrides=[
+                f"output_dir={out}",
+                f"data.root={data_root}",
+                *overrides,
+                f"trainer.max_steps={2 * (steps + profile_steps)}",
+                "trainer.max_epochs=-1",  # both optimizers' steps
+            ],
+        )
+        OmegaConf.update(
+            cfg,
+            "callbacks.clock",
+            {
+                "_target_": "bench.throughput.Clock",
+                "name": name,
+                "batch_size": cfg.data.batch_size,
+                "warmup": warmup,
+                "interval": interval,
+            },
+            force_add=True,
+        )
         if profile_steps:
-            OmegaConf.update(cfg, "callbacks.gpu_profile", {
-                "_target_": "bench.throughput.GpuProfile", "name": name, "total": steps + profile_steps,
-                "steps": profile_steps}, force_add=True)
+            OmegaConf.update(
+                cfg,
+                "callbacks.gpu_profile",
+                {
+                    "_target_": "bench.throughput.GpuProfile",
+                    "name": name,
+                    "total": steps + profile_steps,
+                    "steps": profile_steps,
+                },
+                force_add=True,
+            )
         train(cfg)
     # Hydra built the clock from `bench.throughput`, which under `python -m` is not this `__main__` module.
     from bench.throughput import Clock as InstantiatedClock
@@ -161,7 +198,14 @@ def project_rates(name: str, overrides: list[str], data_root: str, steps: int, w
 
 def classic_rates(data_root: str, batch_size: int, steps: int, warmup: int, interval: int) -> list[float]:
     clock = Clock(batch_size, warmup, interval)
-    train_classic(data_root, epochs=10**6, max_steps=steps, batch_size=batch_size, on_step=lambda step: clock.tick(), verbose=False)
+    train_classic(
+        data_root,
+        epochs=10**6,
+        max_steps=steps,
+        batch_size=batch_size,
+        on_step=lambda step: clock.tick(),
+        verbose=False,
+    )
     return clock.rates()
 
 
@@ -187,16 +231,41 @@ def data_rates(kind: str, data_root: str, batch_size: int, steps: int, warmup: i
 
 def cpu_name() -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")] if cpuinfo.exists() else []
+    names = (
+        [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        if cpuinfo.exists()
+        else []
+    )
     return f"{names[0]} x{len(names)}" if names else platform.machine()
 
 
-def measure_in_subprocess(kind: str, args: argparse.Namespace, name: str = "", overrides: list[str] = ()) -> list[float]:
+def measure_in_subprocess(
+    kind: str, args: argparse.Namespace, name: str = "", overrides: list[str] = ()
+) -> list[float]:
     """One measurement in a fresh Python process, so that nothing one contender sets up
     (train.py's allocator setting, compiled code, warm caches) helps or hinders the next."""
-    command = [sys.executable, "-m", "bench.throughput", "--one", kind, "--data-root", args.data_root,
-               "--steps", str(args.steps), "--warmup", str(args.warmup), "--interval", str(args.interval),
-               "--batch-size", str(args.batch_size), "--device", args.device, "--name", name, *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.throughput",
+        "--one",
+        kind,
+        "--data-root",
+        args.data_root,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--interval",
+        str(args.interval),
+        "--batch-size",
+        str(args.batch_size),
+        "--device",
+        args.device,
+        "--name",
+        name,
+        *overrides,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{kind} {name} failed:\n{result.stderr[-3000:]}")
@@ -208,7 +277,9 @@ def measure(kind: str, args: argparse.Namespace) -> list[float]:
     if kind == "classic":
         return classic_rates(args.data_root, args.batch_size, *timing)
     if kind == "project":
-        return project_rates(args.name, args.overrides, args.data_root, *timing, PROFILE_STEPS if args.device == "cuda" else 0)
+        return project_rates(
+            args.name, args.overrides, args.data_root, *timing, PROFILE_STEPS if args.device == "cuda" else 0
+        )
     data_timing = (10 * args.steps, 10 * args.warmup, 10 * args.interval)  # batches without training are quick
     return data_rates(kind.removeprefix("data-"), args.data_root, args.batch_size, *data_timing)
 
@@ -228,8 +299,13 @@ def gpu_main(args: argparse.Namespace) -> None:
     rows = []
     for name, runs in results.items():
         rates = [rate for run in runs for rate in run["rates"]]
-        row = {"name": name, "overrides": " ".join(variants[name]), "images_per_s": round(statistics.median(rates), 1),
-               "step_ms": round(1000 * args.batch_size / statistics.median(rates), 3), "rates": [round(r, 1) for r in rates]}
+        row = {
+            "name": name,
+            "overrides": " ".join(variants[name]),
+            "images_per_s": round(statistics.median(rates), 1),
+            "step_ms": round(1000 * args.batch_size / statistics.median(rates), 3),
+            "rates": [round(r, 1) for r in rates],
+        }
         for key in ("compute_ms", "kernels", "launches", "waits", "nvml_utilisation"):
             values = [run[key] for run in runs if run.get(key) is not None]
             row[key] = round(statistics.median(values), 3) if values else None
@@ -237,19 +313,25 @@ def gpu_main(args: argparse.Namespace) -> None:
         row["utilisation"] = round(row["compute_ms"] / row["step_ms"], 3)
         row["seed_repro_min"] = round(SEED_REPRO_STEPS * row["step_ms"] / 60_000, 1)
         rows.append(row)
-    print(f"\n{'':10} {'images/s':>9} {'step ms':>8} {'compute':>8} {'wait':>7} {'busy':>6} {'NVML':>5} "
-          f"{'kernels':>8} {'launches':>9} {'waits':>6} {'150 ep. min':>11}")
+    print(
+        f"\n{'':10} {'images/s':>9} {'step ms':>8} {'compute':>8} {'wait':>7} {'busy':>6} {'NVML':>5} "
+        f"{'kernels':>8} {'launches':>9} {'waits':>6} {'150 ep. min':>11}"
+    )
     for r in rows:
         nvml = f"{r['nvml_utilisation']:.0f}%" if r["nvml_utilisation"] is not None else "n/a"
-        print(f"{r['name']:10} {r['images_per_s']:>9.0f} {r['step_ms']:>8.2f} {r['compute_ms']:>8.2f} {r['wait_ms']:>7.2f} "
-              f"{r['utilisation']:>6.0%} {nvml:>5} {r['kernels']:>8.0f} {r['launches']:>9.0f} {r['waits']:>6.1f} "
-              f"{r['seed_repro_min']:>11.1f}")
+        print(
+            f"{r['name']:10} {r['images_per_s']:>9.0f} {r['step_ms']:>8.2f} {r['compute_ms']:>8.2f} {r['wait_ms']:>7.2f} "
+            f"{r['utilisation']:>6.0%} {nvml:>5} {r['kernels']:>8.0f} {r['launches']:>9.0f} {r['waits']:>6.1f} "
+            f"{r['seed_repro_min']:>11.1f}"
+        )
     print("(per step; 150 ep. min: experiment=seed_repro's training steps at this rate, without its per-epoch metric)")
     if args.json:
         machine = {"gpu": torch.cuda.get_device_name(), "cpu": cpu_name(), "torch": torch.__version__}
         settings = {k: getattr(args, k) for k in ("rounds", "steps", "warmup", "interval", "batch_size")}
         settings["profile_steps"] = PROFILE_STEPS
-        Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n"
+        )
         print(f"written to {args.json}")
 
 
@@ -257,10 +339,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few steps of each, one round (for CI)")
     parser.add_argument("--data-root", default="data", help="the folder that holds MNIST/raw/")
-    parser.add_argument("--variant", action="append", default=[], metavar="'NAME: OVERRIDE ...'",
-                        help="a project configuration to measure, as train.py overrides (repeatable)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: the project on the GPU, eager, compiled and with CUDA graphs")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'NAME: OVERRIDE ...'",
+        help="a project configuration to measure, as train.py overrides (repeatable)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: the project on the GPU, eager, compiled and with CUDA graphs",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="each contender runs once per round")
     parser.add_argument("--steps", type=int, help="training steps per run, warm-up included (100; 400 on cuda)")
     parser.add_argument("--warmup", type=int, help="(20; 100 on cuda, where compiling and graph capture take steps)")
@@ -272,8 +363,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"bench.throughput --device cuda: torch {torch.__version__} finds no CUDA device on this "
-                         "machine (torch.cuda.is_available() is False); run it where a GPU is visible, or without --device.")
+        raise SystemExit(
+            f"bench.throughput --device cuda: torch {torch.__version__} finds no CUDA device on this "
+            "machine (torch.cuda.is_available() is False); run it where a GPU is visible, or without --device."
+        )
     # Fewer than an epoch of 128-image batches on the GPU (468), so that no epoch-end metric falls in the timing.
     defaults = (400, 100, 50) if args.device == "cuda" else (100, 20, 20)
     for key, default in zip(("steps", "warmup", "interval"), defaults, strict=True):
@@ -308,17 +401,30 @@ def main() -> None:
     rows = []
     for name, median in medians.items():
         base = medians["data: classic" if name.startswith("data:") else "classic"]
-        rows.append({"name": name, "overrides": " ".join(variants.get(name, [])), "images_per_s": round(median, 1),
-                     "vs_classic": round(median / base, 2), "intervals": len(rates[name]),
-                     "rates": [round(rate, 1) for rate in rates[name]]})  # round by round, for judging the noise
+        rows.append(
+            {
+                "name": name,
+                "overrides": " ".join(variants.get(name, [])),
+                "images_per_s": round(median, 1),
+                "vs_classic": round(median / base, 2),
+                "intervals": len(rates[name]),
+                "rates": [round(rate, 1) for rate in rates[name]],
+            }
+        )  # round by round, for judging the noise
     print(f"\n{'':14} {'images/s':>10} {'x classic':>10} {'intervals':>10}")
     for row in rows:
         print(f"{row['name']:14} {row['images_per_s']:>10.1f} {row['vs_classic']:>10.2f} {row['intervals']:>10}")
     if args.json:
-        machine = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
-                   "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__}
+        machine = {
+            "cpu": cpu_name(),
+            "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+        }
         settings = {k: getattr(args, k) for k in ("rounds", "steps", "warmup", "interval", "batch_size")}
-        Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n")
+        Path(args.json).write_text(
+            json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n"
+        )
         print(f"written to {args.json}")
 
 

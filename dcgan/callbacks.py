@@ -67,8 +67,14 @@ class SeedStyleFiles(pl.Callback):
     Off unless `enabled` (experiment=seed_repro turns it on); either interval can be turned off with null.
     """
 
-    def __init__(self, dirpath: str, enabled: bool = False, weights_every_n_epochs: int | None = 5,
-                 image_every_n_epochs: int | None = 10, nrow: int = 8):
+    def __init__(
+        self,
+        dirpath: str,
+        enabled: bool = False,
+        weights_every_n_epochs: int | None = 5,
+        image_every_n_epochs: int | None = 10,
+        nrow: int = 8,
+    ):
         self.dirpath = Path(dirpath)
         self.enabled = enabled
         self.weights_every_n_epochs = weights_every_n_epochs
@@ -85,8 +91,14 @@ class SeedStyleFiles(pl.Callback):
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
             images = pl_module.generate(pl_module.fixed_noise, pl_module.fixed_labels)
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            save_image(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", nrow=self.nrow, normalize=True,
-                       value_range=(-1, 1), padding=2)
+            save_image(
+                images,
+                self.dirpath / f"image_at_epoch_{epoch:04d}.png",
+                nrow=self.nrow,
+                normalize=True,
+                value_range=(-1, 1),
+                padding=2,
+            )
 
 
 class QualityMetrics(pl.Callback):
@@ -155,14 +167,23 @@ class ProgressLog(pl.Callback):
         if not trainer.is_global_zero or not pl_module.logging_step:
             return
         m = trainer.callback_metrics
-        log.info("step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f", pl_module.step,
-                 trainer.current_epoch + 1, m["loss/d"], m["loss/g"], m["d/real"], m["d/fake"])
+        log.info(
+            "step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f",
+            pl_module.step,
+            trainer.current_epoch + 1,
+            m["loss/d"],
+            m["loss/g"],
+            m["d/real"],
+            m["d/fake"],
+        )
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ended at step {pl_module.step}, " \
-               f"{time.monotonic() - self.epoch_started:.0f} s"
+        line = (
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ended at step {pl_module.step}, "
+            f"{time.monotonic() - self.epoch_started:.0f} s"
+        )
         log.info("%s%s", line, self.quality(trainer))
 
     def on_train_end(self, trainer, pl_module):
@@ -172,12 +193,16 @@ class ProgressLog(pl.Callback):
         # EpochCheckpoints writes last.ckpt when training ends, just after this (Lightning runs it last).
         checkpoints = trainer.checkpoint_callback
         last = str(Path(checkpoints.dirpath) / "last.ckpt") if checkpoints and checkpoints.save_last else ""
-        lines = [f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
-                 f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)"]
+        lines = [
+            f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
+            f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)",
+        ]
         if last:
-            lines += [f"  checkpoint:   {last}",
-                      f"  resume:       python train.py ckpt_path={last} <this run's overrides>",
-                      f"  evaluate:     python evaluate.py ckpt_path={last}"]
+            lines += [
+                f"  checkpoint:   {last}",
+                f"  resume:       python train.py ckpt_path={last} <this run's overrides>",
+                f"  evaluate:     python evaluate.py ckpt_path={last}",
+            ]
         log.info("\n".join(lines))
 
     @staticmethod
@@ -187,8 +212,10 @@ class ProgressLog(pl.Callback):
             return ""
         shares = [float(m[f"digits/{d}"]) for d in range(NUM_DIGITS)]
         rarest = min(range(NUM_DIGITS), key=shares.__getitem__)
-        return (f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
-                f"rarest digit {rarest} at {shares[rarest]:.1%}")
+        return (
+            f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
+            f"rarest digit {rarest} at {shares[rarest]:.1%}"
+        )
 
 
 class ProgressBar(TQDMProgressBar):
@@ -200,7 +227,9 @@ class ProgressBar(TQDMProgressBar):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer, pl_module):
-        scalars = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("loss/", "d/"))}
+        scalars = {
+            name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("loss/", "d/"))
+        }
         return super().get_metrics(trainer, pl_module) | scalars
 
 

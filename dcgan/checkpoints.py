@@ -61,7 +61,9 @@ def saved_at(path: str | Path) -> dict:
     checkpoint = read_checkpoint(path)
     # Two optimizer steps per training step (DCGAN.step). The epoch its last step belongs to, counted from 1 as in
     # train.log, is the number of epochs started: "epoch" would count a save at the end of training one too far.
-    started = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("started")
+    started = (
+        checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("started")
+    )
     return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": started or checkpoint["epoch"] + 1}
 
 

@@ -115,7 +115,9 @@ class EpochBatches(DistributedSampler):
     with the batch after the last one it trained on.
     """
 
-    def __init__(self, size: int, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0):
+    def __init__(
+        self, size: int, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0
+    ):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.batch_size = batch_size
         # Lightning draws the first batch before its first set_epoch call: start at the right epoch already.

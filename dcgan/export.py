@@ -23,8 +23,11 @@ from dcgan.models import Generator
 from dcgan.module import DCGAN
 
 FORMATS = ("safetensors", "torchscript", "onnx")
-FILES = {"safetensors": ("generator.safetensors", "generator.json", "generator.py"),
-         "torchscript": ("generator.pt",), "onnx": ("generator.onnx",)}
+FILES = {
+    "safetensors": ("generator.safetensors", "generator.json", "generator.py"),
+    "torchscript": ("generator.pt",),
+    "onnx": ("generator.onnx",),
+}
 TOLERANCE = 1e-4  # fp32: the same digits, up to rounding in another order of the same operations
 EXAMPLE_BATCH = 2  # what the exporters trace with; torch.export would fix a batch of 1 as a constant
 
@@ -36,8 +39,12 @@ class ExportError(UserFacingError):
 def generator_arguments(gan: DCGAN) -> dict:
     """Generator(**these) has the shape of `gan`'s generator."""
     hp = gan.hparams
-    return {"latent_dim": hp.latent_dim, "width": hp.g_width, "num_classes": hp.num_classes,
-            "info_codes": hp.get("info_codes")}
+    return {
+        "latent_dim": hp.latent_dim,
+        "width": hp.g_width,
+        "num_classes": hp.num_classes,
+        "info_codes": hp.get("info_codes"),
+    }
 
 
 def use_batch_statistics(generator: Generator) -> None:
@@ -86,7 +93,9 @@ def config(gan: DCGAN, checkpoint: dict) -> dict:
         "inputs": {"z": f"float32 (N, {hp.latent_dim}), standard normal"}
         | ({"labels": f"int64 (N,), digits 0-{gan.num_classes - 1}"} if gan.num_classes else {}),
         "output": "images: float32 (N, 1, 28, 28) in [-1, 1], -1 = background",
-        "checkpoint": checkpoint["path"], "step": checkpoint["step"], "epoch": checkpoint["epoch"],
+        "checkpoint": checkpoint["path"],
+        "step": checkpoint["step"],
+        "epoch": checkpoint["epoch"],
         "hparams": dict(hp),
     }
 
@@ -100,7 +109,8 @@ def write_safetensors(gan: DCGAN, folder: Path, checkpoint: dict) -> None:
     source = "\n\n".join(inspect.getsource(code) for code in (Generator, use_batch_statistics))
     (folder / "generator.py").write_text(
         '"""dcgan.models.Generator, copied by export.py with the weights beside it (MODEL_CARD.md loads them)."""\n\n'
-        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n" + source)
+        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n" + source
+    )
 
 
 def load_safetensors(folder: Path) -> Generator:
@@ -139,10 +149,15 @@ def write_onnx(gan: DCGAN, folder: Path) -> None:
     batch = torch.export.Dim("batch")
     with without_warnings(AXIS_NAMED_ONCE):
         torch.onnx.export(
-            rebuild(gan), example_inputs(gan, EXAMPLE_BATCH, seed=1), str(folder / "generator.onnx"), dynamo=True,
-            input_names=input_names(gan), output_names=["images"],
+            rebuild(gan),
+            example_inputs(gan, EXAMPLE_BATCH, seed=1),
+            str(folder / "generator.onnx"),
+            dynamo=True,
+            input_names=input_names(gan),
+            output_names=["images"],
             dynamic_shapes={name: {0: batch} for name in input_names(gan)},
-            external_data=False, verbose=False,  # one file: the weights are a few MB
+            external_data=False,
+            verbose=False,  # one file: the weights are a few MB
         )
 
 

@@ -17,7 +17,9 @@ class NonFiniteLossError(UserFacingError):
 
     def __init__(self, what: str, trainer: pl.Trainer):
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
-        kept = f"the last good checkpoint, {last}, is kept as it was" if last else "this run had written no checkpoint yet"
+        kept = (
+            f"the last good checkpoint, {last}, is kept as it was" if last else "this run had written no checkpoint yet"
+        )
         super().__init__(
             f"Training stopped: {what}. No weight was updated with it, and {kept}. The run diverged: lower the "
             "learning rates (model.lr), or resume from that checkpoint with other settings."
@@ -87,8 +89,10 @@ class FiniteLosses(pl.Callback):
         for n, optimizer in zip(counts, trainer.optimizers, strict=True):
             if n:
                 network = network_of(pl_module, optimizer.param_groups[0]["params"][0])
-                parts.append(f"{LOSSES.get(network, network)} or its gradients were NaN or Inf"
-                             + ("" if one_step else f" in {n} step{'s' * (n > 1)}"))
+                parts.append(
+                    f"{LOSSES.get(network, network)} or its gradients were NaN or Inf"
+                    + ("" if one_step else f" in {n} step{'s' * (n > 1)}")
+                )
         span = f"at step {now}" if one_step else f"between step {self.clean + 1} and step {now}"
         raise NonFiniteLossError(f"{' and '.join(parts) or 'a loss was NaN or Inf on another rank'} {span}", trainer)
 

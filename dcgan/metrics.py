@@ -34,9 +34,15 @@ class MNISTClassifier(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 32 x 14 x 14
-            nn.Conv2d(32, 64, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 64 x 7 x 7
-            nn.Flatten(), nn.Linear(64 * 7 * 7, self.num_features), nn.ReLU(),
+            nn.Conv2d(1, 32, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 32 x 14 x 14
+            nn.Conv2d(32, 64, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 64 x 7 x 7
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, self.num_features),
+            nn.ReLU(),
         )
         self.features.num_features = self.num_features  # torchmetrics reads it from the feature module
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.num_features, NUM_DIGITS))
@@ -48,7 +54,10 @@ class MNISTClassifier(nn.Module):
 @torch.no_grad()
 def accuracy(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     classifier.eval()
-    correct = sum((classifier(x).argmax(1) == y).sum().item() for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True))
+    correct = sum(
+        (classifier(x).argmax(1) == y).sum().item()
+        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
+    )
     return correct / len(labels)
 
 

@@ -27,8 +27,9 @@ class Generator(nn.Module):
     over the categories for Gaussian z. G reads it as a one-hot vector, so z alone still sets the image.
     """
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None,
-                 info_codes: int | None = None):
+    def __init__(
+        self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None, info_codes: int | None = None
+    ):
         super().__init__()
         if info_codes is not None and not 2 <= info_codes <= latent_dim:
             raise ValueError(f"info_codes={info_codes} must be between 2 and latent_dim={latent_dim}")
@@ -85,8 +86,13 @@ class Discriminator(nn.Module):
     or with `pack` > 1 to one logit per `pack` consecutive images, shape (N / pack,)."""
 
     def __init__(
-        self, width: int = 64, dropout: float = 0.3, num_classes: int | None = None,
-        minibatch_std: bool = False, pack: int = 1, info_codes: int | None = None,
+        self,
+        width: int = 64,
+        dropout: float = 0.3,
+        num_classes: int | None = None,
+        minibatch_std: bool = False,
+        pack: int = 1,
+        info_codes: int | None = None,
     ):
         super().__init__()
         if pack > 1 and num_classes:

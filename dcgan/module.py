@@ -34,8 +34,16 @@ COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (learning rates,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
-ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "num_fixed_samples", "d_minibatch_std", "d_pack",
-                "info_codes")
+ARCHITECTURE = (
+    "latent_dim",
+    "g_width",
+    "d_width",
+    "num_classes",
+    "num_fixed_samples",
+    "d_minibatch_std",
+    "d_pack",
+    "info_codes",
+)
 
 
 @contextmanager
@@ -203,10 +211,12 @@ class DCGAN(pl.LightningModule):
         if self.num_classes and labels is None:
             labels = balanced_labels(num_samples, self.num_classes)
         labels = labels.to(self.device) if self.num_classes else None
-        images = torch.cat([
-            self.generate(z[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
-            for i in range(0, num_samples, batch_size)
-        ])
+        images = torch.cat(
+            [
+                self.generate(z[i : i + batch_size], None if labels is None else labels[i : i + batch_size])
+                for i in range(0, num_samples, batch_size)
+            ]
+        )
         return images, labels
 
     def real_targets(self, n: int) -> torch.Tensor:
@@ -247,9 +257,14 @@ class DCGAN(pl.LightningModule):
         with self.toggled_optimizer(opt_d):
             logits_real = self.discriminator(self.with_instance_noise(real), real_labels)
             logits_fake, info_loss = self.judge_fake(fake.detach(), z, fake_labels)
-            loss_d = F.binary_cross_entropy_with_logits(
-                logits_real, self.real_targets(logits_real.numel())  # N / d_pack logits with packing
-            ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)) + info_loss
+            loss_d = (
+                F.binary_cross_entropy_with_logits(
+                    logits_real,
+                    self.real_targets(logits_real.numel()),  # N / d_pack logits with packing
+                )
+                + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+                + info_loss
+            )
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
@@ -268,12 +283,14 @@ class DCGAN(pl.LightningModule):
         # Only at the steps Lightning writes: computing the values costs kernel launches. Not prog_bar=True: Lightning
         # would turn them into numbers after every step, waiting for the GPU (dcgan.callbacks.ProgressBar shows them).
         if self.logging_step:
-            self.log_dict({
-                "loss/d": loss_d.detach(),
-                "loss/g": loss_g.detach(),
-                "d/real": torch.sigmoid(logits_real.detach()).mean(),
-                "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
-            })
+            self.log_dict(
+                {
+                    "loss/d": loss_d.detach(),
+                    "loss/g": loss_g.detach(),
+                    "d/real": torch.sigmoid(logits_real.detach()).mean(),
+                    "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
+                }
+            )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Resume across a change of `ema_decay`: a checkpoint without an average starts one from its G
@@ -284,8 +301,13 @@ class DCGAN(pl.LightningModule):
             for key in average_keys:
                 del state[key]
         elif not average_keys:
-            state.update({f"generator_ema.module.{key.removeprefix('generator.')}": value.clone()
-                          for key, value in list(state.items()) if key.startswith("generator.")})
+            state.update(
+                {
+                    f"generator_ema.module.{key.removeprefix('generator.')}": value.clone()
+                    for key, value in list(state.items())
+                    if key.startswith("generator.")
+                }
+            )
             state["generator_ema.n_averaged"] = torch.tensor(0, dtype=torch.long)
 
     def learning_rates(self) -> tuple[float, float]:
@@ -310,7 +332,7 @@ class DCGAN(pl.LightningModule):
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> the GPU when there is one, else the CPU; any other name as torch reads it ("cpu", "cuda:1")."""
+    """ "auto" -> the GPU when there is one, else the CPU; any other name as torch reads it ("cpu", "cuda:1")."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -43,8 +43,11 @@ def compared_settings(cfg: DictConfig) -> dict:
     classes, which are the same in every run, nor absolute paths, which differ in every run."""
     config = OmegaConf.to_container(cfg, resolve=True)
     flat = flatten({key: config[key] for key in ("model", "data", "trainer", "seed")})
-    return {key: value for key, value in flat.items()
-            if not key.endswith("_target_") and not (isinstance(value, str) and os.path.isabs(value))}
+    return {
+        key: value
+        for key, value in flat.items()
+        if not key.endswith("_target_") and not (isinstance(value, str) and os.path.isabs(value))
+    }
 
 
 def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:

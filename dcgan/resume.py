@@ -72,7 +72,9 @@ class RandomState(pl.Callback):
         if states is not None:
             log.warning(
                 "The checkpoint holds random states for %d ranks but this run has %d: reseeding, so this "
-                "resumed run will not repeat the original exactly.", len(states), trainer.world_size,
+                "resumed run will not repeat the original exactly.",
+                len(states),
+                trainer.world_size,
             )
         if trainer.world_size > 1 or states is not None:
             pl.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)

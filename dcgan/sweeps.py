@@ -97,7 +97,11 @@ def write_summary(sweep_dir: Path) -> None:
     csv.writer(out, lineterminator="\n").writerows([header, *table])
     # Jobs that end at the same time may write at once: each write replaces the file whole.
     write_atomically(sweep_dir / "summary.csv", lambda f: f.write(out.getvalue().encode()))
-    done = [(float(r["metrics"]["objective"]), r["job"]) for r in rows if not math.isnan(r["metrics"].get("objective", math.nan))]
+    done = [
+        (float(r["metrics"]["objective"]), r["job"])
+        for r in rows
+        if not math.isnan(r["metrics"].get("objective", math.nan))
+    ]
     write_figure(sweep_dir / "summary.png", rows)
     lines = [
         f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
@@ -124,8 +128,12 @@ def write_figure(path: Path, rows: list[dict]) -> None:
         scalars = read_scalars(row["dir"])
         if "metric/fid" in scalars:
             epoch_at_step = dict(scalars.get("epoch", []))
-            curves.plot([epoch_at_step.get(s, math.nan) + 1 for s, _ in scalars["metric/fid"]],
-                        [v for _, v in scalars["metric/fid"]], marker="o", label=name)
+            curves.plot(
+                [epoch_at_step.get(s, math.nan) + 1 for s, _ in scalars["metric/fid"]],
+                [v for _, v in scalars["metric/fid"]],
+                marker="o",
+                label=name,
+            )
     curves.set(title="Frechet distance per epoch", xlabel="epoch", yscale="log")
     if curves.lines:
         curves.legend(fontsize="small")

@@ -45,8 +45,11 @@ MODEL_RANGES = {
     "d_width": (lambda v: whole(v, 1), "a whole number >= 1 (D's channels)", "64"),
     "d_dropout": (lambda v: number(v, 0, 1), "a probability from 0 up to (not including) 1", "0.3"),
     "betas": (lambda v: pair(v) and max(v) < 1, "two numbers from 0 up to 1, Adam's (beta1, beta2)", "[0.5,0.999]"),
-    "label_smoothing": (lambda v: v is None or (pair(v) and v[0] <= v[1]), "null or [low, high] with 0 <= low <= high <= 1",
-                        "[0.8,1.0]"),
+    "label_smoothing": (
+        lambda v: v is None or (pair(v) and v[0] <= v[1]),
+        "null or [low, high] with 0 <= low <= high <= 1",
+        "[0.8,1.0]",
+    ),
     "instance_noise_std": (lambda v: number(v, 0), "a number >= 0 (0 turns the noise off)", "0.1"),
     "instance_noise_anneal_steps": (lambda v: whole(v, 0), "a whole number of steps >= 0", "2000"),
     "ema_decay": (lambda v: v is None or number(v, 0, 1), "null (off) or a number from 0 up to 1", "0.999"),

@@ -43,8 +43,10 @@ def browser():
         pytest.fail("Playwright is not installed: .venv/bin/pip install -r requirements.txt")
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).is_file():
-        pytest.fail("Chromium is not installed: apt-get install -y chromium (Debian's package, which .ci/run installs; "
-                    "Playwright cannot download its own browser here)")
+        pytest.fail(
+            "Chromium is not installed: apt-get install -y chromium (Debian's package, which .ci/run installs; "
+            "Playwright cannot download its own browser here)"
+        )
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])  # as root it needs this
         yield browser
@@ -64,12 +66,19 @@ def running_app(ckpt: Path, log: Path):
     port, started = free_port(), time.perf_counter()
     ckpt = ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt  # as the page names it
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "app.py", f"ckpt_path={ckpt}", f"port={port}"], cwd=REPO,
-                                   stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+        process = subprocess.Popen(
+            [sys.executable, "app.py", f"ckpt_path={ckpt}", f"port={port}"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HYDRA_FULL_ERROR": "1"},
+        )
     try:
         while True:
             assert process.poll() is None, f"app.py exited:\n{log.read_text()[-3000:]}"
-            assert time.perf_counter() - started < 120, f"app.py did not answer in 2 minutes:\n{log.read_text()[-3000:]}"
+            assert time.perf_counter() - started < 120, (
+                f"app.py did not answer in 2 minutes:\n{log.read_text()[-3000:]}"
+            )
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
                 break
@@ -92,8 +101,9 @@ class Page:
 
     def image(self, id: str, timeout: float = 30) -> tuple[int, int]:
         """The pixel size of the next new image in #id (waiting for it)."""
-        src, width, height = self.page.wait_for_function(NEW_IMAGE, arg=[id, self.shown.get(id)],
-                                                         timeout=timeout * 1000).json_value()
+        src, width, height = self.page.wait_for_function(
+            NEW_IMAGE, arg=[id, self.shown.get(id)], timeout=timeout * 1000
+        ).json_value()
         self.shown[id] = src
         return width, height
 
@@ -167,8 +177,10 @@ def check_progress(page: Page, run: Path, gan) -> None:
     assert page.image("progress") == grid_size(columns**2, columns)
     first = load_gan(checkpoints[0])
     assert f"1 of {len(checkpoints)}" in page.caption() and checkpoints[0].name in page.caption()
-    assert_same_grid(page.pixels("progress", f"{checkpoints[0].stem}_seed0.png"),
-                     page.drawn(first.sample(columns**2, seed=0)[0], columns))
+    assert_same_grid(
+        page.pixels("progress", f"{checkpoints[0].stem}_seed0.png"),
+        page.drawn(first.sample(columns**2, seed=0)[0], columns),
+    )
     page.screenshot("app_progress.png")
 
 
@@ -190,7 +202,9 @@ def test_dcgan_page_draws_grids_walks_and_progress(browser, request, tmp_path):
             grid_times.append(seconds)
         page.set("grid_count", 20)
         assert page.timed("grid_draw", "grid")[0] == grid_size(20, 8)
-        assert_same_grid(page.pixels("grid", "grid_seed5_20.png"), page.drawn(gan.sample(20, seed=5)[0], 8))  # generate.py's grid
+        assert_same_grid(
+            page.pixels("grid", "grid_seed5_20.png"), page.drawn(gan.sample(20, seed=5)[0], 8)
+        )  # generate.py's grid
         page.set("grid_count", 64)
         page.timed("grid_draw", "grid")
         page.screenshot("app_grid.png")
@@ -214,10 +228,12 @@ def test_dcgan_page_draws_grids_walks_and_progress(browser, request, tmp_path):
         page.screenshot("app_walk.png")
 
         check_progress(page, run, gan)
-    print(f"\napp.py on {run}: answering {answered:.1f} s and first grid shown {first_image:.1f} s after launch; "
-          "per request, click to image shown: "
-          f"grid of 64 median {statistics.median(grid_times):.3f} s (max {max(grid_times):.3f}), walk of 16 "
-          f"median {statistics.median(walk_times):.3f} s (max {max(walk_times):.3f})")
+    print(
+        f"\napp.py on {run}: answering {answered:.1f} s and first grid shown {first_image:.1f} s after launch; "
+        "per request, click to image shown: "
+        f"grid of 64 median {statistics.median(grid_times):.3f} s (max {max(grid_times):.3f}), walk of 16 "
+        f"median {statistics.median(walk_times):.3f} s (max {max(walk_times):.3f})"
+    )
 
 
 def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
@@ -242,8 +258,9 @@ def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
         assert page.timed("walk_go", "walk_strip")[0] == grid_size(8, 8)
         assert page.image("walk_gif") == (32, 32) and page.fetched("walk_gif").n_frames == 14
         ends = torch.stack([torch.randn(100, generator=torch.Generator().manual_seed(s)) for s in (0, 1)])
-        assert_same_grid(page.pixels("walk_strip", "walk_seed0_to_1_8_digits7.png"),
-                         page.drawn(walk(gan, ends[None], 8, [7])[0], 8))
+        assert_same_grid(
+            page.pixels("walk_strip", "walk_seed0_to_1_8_digits7.png"), page.drawn(walk(gan, ends[None], 8, [7])[0], 8)
+        )
 
         check_progress(page, cgan_smoke_run, gan)
 

@@ -23,8 +23,15 @@ from train import train
 
 DOC = REPO / "docs" / "robustness.md"
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
-TINY = ("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.g_width=8",
-        "model.d_width=8", "callbacks.progress_bar=null", "+trainer.enable_model_summary=false")
+TINY = (
+    "experiment=smoke",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "model.g_width=8",
+    "model.d_width=8",
+    "callbacks.progress_bar=null",
+    "+trainer.enable_model_summary=false",
+)
 
 
 @dataclass
@@ -82,38 +89,71 @@ class Case:
 
 
 CASES = {
-    "negative-lr": Case("`model.lr=-2e-4`", lambda p: ["model.lr=-2e-4"], "model.lr must be a positive number, got -0.0002"),
+    "negative-lr": Case(
+        "`model.lr=-2e-4`", lambda p: ["model.lr=-2e-4"], "model.lr must be a positive number, got -0.0002"
+    ),
     "zero-lr-d": Case("`model.lr_d=0`", lambda p: ["model.lr_d=0"], "model.lr_d must be a positive number, got 0"),
-    "zero-batch": Case("`data.batch_size=0`", lambda p: ["data.batch_size=0"], "data.batch_size must be a positive whole number, got 0"),
+    "zero-batch": Case(
+        "`data.batch_size=0`", lambda p: ["data.batch_size=0"], "data.batch_size must be a positive whole number, got 0"
+    ),
     "negative-batch": Case("`data.batch_size=-32`", lambda p: ["data.batch_size=-32"], "got -32"),
     "pack-not-dividing-batch": Case(
-        "`model.d_pack=3` with `data.batch_size=32`", lambda p: ["model.d_pack=3", "data.batch_size=32"],
+        "`model.d_pack=3` with `data.batch_size=32`",
+        lambda p: ["model.d_pack=3", "data.batch_size=32"],
         "model.d_pack=3 cannot pack data.batch_size=32 images",
     ),
-    "pack-with-cgan": Case("`model=cgan model.d_pack=2`", lambda p: ["model=cgan", "model.d_pack=2"], "of a conditional model"),
+    "pack-with-cgan": Case(
+        "`model=cgan model.d_pack=2`", lambda p: ["model=cgan", "model.d_pack=2"], "of a conditional model"
+    ),
     "info-codes-above-latent-dim": Case(
-        "`model.info_codes=200`", lambda p: ["model.info_codes=200"], "model.info_codes=200 is not a number of categories"
+        "`model.info_codes=200`",
+        lambda p: ["model.info_codes=200"],
+        "model.info_codes=200 is not a number of categories",
     ),
-    "zero-width": Case("`model.g_width=0`", lambda p: ["model.g_width=0"], "model.g_width=0 cannot work: it must be a whole number >= 1"),
+    "zero-width": Case(
+        "`model.g_width=0`",
+        lambda p: ["model.g_width=0"],
+        "model.g_width=0 cannot work: it must be a whole number >= 1",
+    ),
     "dropout-one": Case("`model.d_dropout=1.5`", lambda p: ["model.d_dropout=1.5"], "model.d_dropout=1.5 cannot work"),
-    "beta-one": Case("`model.betas=[0.5,1.5]`", lambda p: ["model.betas=[0.5,1.5]"], "model.betas=[0.5, 1.5] cannot work"),
-    "smoothing-reversed": Case(
-        "`model.label_smoothing=[1.0,0.8]`", lambda p: ["model.label_smoothing=[1.0,0.8]"], "model.label_smoothing=[1.0, 0.8] cannot work"
+    "beta-one": Case(
+        "`model.betas=[0.5,1.5]`", lambda p: ["model.betas=[0.5,1.5]"], "model.betas=[0.5, 1.5] cannot work"
     ),
-    "negative-noise": Case("`model.instance_noise_std=-0.1`", lambda p: ["model.instance_noise_std=-0.1"], "model.instance_noise_std=-0.1 cannot work"),
-    "ema-decay-above-one": Case("`model.ema_decay=2`", lambda p: ["model.ema_decay=2"], "model.ema_decay=2 cannot work"),
-    "unknown-sample-bn": Case("`model.sample_bn=eval`", lambda p: ["model.sample_bn=eval"], "model.sample_bn=eval is not a way to sample"),
-    "unknown-accelerator": Case("`trainer.accelerator=tpuu`", lambda p: ["trainer.accelerator=tpuu"], "trainer.accelerator=tpuu is not an accelerator"),
+    "smoothing-reversed": Case(
+        "`model.label_smoothing=[1.0,0.8]`",
+        lambda p: ["model.label_smoothing=[1.0,0.8]"],
+        "model.label_smoothing=[1.0, 0.8] cannot work",
+    ),
+    "negative-noise": Case(
+        "`model.instance_noise_std=-0.1`",
+        lambda p: ["model.instance_noise_std=-0.1"],
+        "model.instance_noise_std=-0.1 cannot work",
+    ),
+    "ema-decay-above-one": Case(
+        "`model.ema_decay=2`", lambda p: ["model.ema_decay=2"], "model.ema_decay=2 cannot work"
+    ),
+    "unknown-sample-bn": Case(
+        "`model.sample_bn=eval`", lambda p: ["model.sample_bn=eval"], "model.sample_bn=eval is not a way to sample"
+    ),
+    "unknown-accelerator": Case(
+        "`trainer.accelerator=tpuu`",
+        lambda p: ["trainer.accelerator=tpuu"],
+        "trainer.accelerator=tpuu is not an accelerator",
+    ),
     "gpu-without-gpu": Case(
-        "`trainer=gpu` on a machine without a GPU", lambda p: no_gpu(p) or ["trainer=gpu"], "asks for a GPU, but PyTorch finds none"
+        "`trainer=gpu` on a machine without a GPU",
+        lambda p: no_gpu(p) or ["trainer=gpu"],
+        "asks for a GPU, but PyTorch finds none",
     ),
     "sync-batchnorm-on-cpu": Case(
         "`trainer=ddp trainer.accelerator=cpu trainer.sync_batchnorm=true`",
-        lambda p: ["trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"], "SyncBatchNorm does not run on the CPU",
+        lambda p: ["trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"],
+        "SyncBatchNorm does not run on the CPU",
     ),
     "missing-data-root": Case(
         "`data.root=` a folder that does not exist (offline)",
-        lambda p: offline(p) or [f"data.root={p.tmp / 'no-such-folder'}"], "does not exist) and could not be downloaded",
+        lambda p: offline(p) or [f"data.root={p.tmp / 'no-such-folder'}"],
+        "does not exist) and could not be downloaded",
     ),
     "truncated-mnist": Case(
         "`train-images-idx3-ubyte` cut to 1000 bytes",
@@ -122,13 +162,19 @@ CASES = {
     ),
     "wrong-magic": Case(
         "`train-labels-idx1-ubyte` with another magic number",
-        lambda p: [mnist_copy(p, "train-labels-idx1-ubyte", b"\x00\x00\x08\x03" + real_file(p, "train-labels-idx1-ubyte")[4:])],
+        lambda p: [
+            mnist_copy(p, "train-labels-idx1-ubyte", b"\x00\x00\x08\x03" + real_file(p, "train-labels-idx1-ubyte")[4:])
+        ],
         "starts with magic number 2051, not 2049",
     ),
     "missing-checkpoint": Case(
-        "`ckpt_path=` a file that does not exist", lambda p: [f"ckpt_path={p.tmp / 'nope.ckpt'}"], "nope.ckpt does not exist"
+        "`ckpt_path=` a file that does not exist",
+        lambda p: [f"ckpt_path={p.tmp / 'nope.ckpt'}"],
+        "nope.ckpt does not exist",
     ),
-    "corrupt-checkpoint": Case("`ckpt_path=` a checkpoint cut in half", truncated_checkpoint, "is not a readable checkpoint"),
+    "corrupt-checkpoint": Case(
+        "`ckpt_path=` a checkpoint cut in half", truncated_checkpoint, "is not a readable checkpoint"
+    ),
     "other-widths": Case(
         "`ckpt_path=` a checkpoint of `model.g_width=8`, resumed with `model.g_width=16`",
         lambda p: [f"ckpt_path={p.run / 'checkpoints' / 'last.ckpt'}", "model.g_width=16"],
@@ -139,8 +185,12 @@ CASES = {
         lambda p: [checkpoint_copy(p, lambda c: c["hyper_parameters"].update(num_classes=10))],
         "num_classes=10 there but None here",
     ),
-    "unknown-key": Case("`model.lrr=1e-3` (no such key)", lambda p: ["model.lrr=1e-3"], "Could not override 'model.lrr'"),
-    "unknown-option": Case("`trainer=gpuu` (no such option)", lambda p: ["trainer=gpuu"], "Could not find 'trainer/gpuu'"),
+    "unknown-key": Case(
+        "`model.lrr=1e-3` (no such key)", lambda p: ["model.lrr=1e-3"], "Could not override 'model.lrr'"
+    ),
+    "unknown-option": Case(
+        "`trainer=gpuu` (no such option)", lambda p: ["trainer=gpuu"], "Could not find 'trainer/gpuu'"
+    ),
 }
 
 
@@ -162,7 +212,11 @@ def earlier_run(mnist_root, tmp_path_factory) -> Path:
 
 
 def fingerprint(folder: Path) -> dict:
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def message_for(case: Case, place: Place) -> str:
@@ -176,7 +230,9 @@ def message_for(case: Case, place: Place) -> str:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_bad_input_is_refused_before_training_with_a_clear_message(name, earlier_run, mnist_root, tmp_path, monkeypatch):
+def test_bad_input_is_refused_before_training_with_a_clear_message(
+    name, earlier_run, mnist_root, tmp_path, monkeypatch
+):
     before = fingerprint(earlier_run)
     message = message_for(CASES[name], Place(tmp_path, mnist_root, earlier_run, monkeypatch))
     assert CASES[name].expected in message
@@ -207,14 +263,21 @@ def test_robustness_doc_lists_every_case_and_its_message(earlier_run, mnist_root
         with monkeypatch.context() as patch:
             place.monkeypatch = patch
             message = message_for(case, place)
-        for path, placeholder in ((place.tmp, "<tmp>"), (earlier_run, "<earlier run>"), (mnist_root, "<mnist>"), (REPO, "<repo>")):
+        for path, placeholder in (
+            (place.tmp, "<tmp>"),
+            (earlier_run, "<earlier run>"),
+            (mnist_root, "<mnist>"),
+            (REPO, "<repo>"),
+        ):
             message = message.replace(str(path), placeholder)
         rows.append((case.what, " ".join(message.split())))  # Hydra's messages have line breaks and tabs
     text = robustness_doc(rows)
     if os.environ.get("UPDATE_DOCS") == "1":
         DOC.parent.mkdir(exist_ok=True)
         DOC.write_text(text)
-    assert DOC.is_file() and DOC.read_text() == text, "docs/robustness.md is stale: UPDATE_DOCS=1 pytest tests/test_bad_input.py"
+    assert DOC.is_file() and DOC.read_text() == text, (
+        "docs/robustness.md is stale: UPDATE_DOCS=1 pytest tests/test_bad_input.py"
+    )
 
 
 def test_resume_may_change_the_learning_rates_and_tricks(earlier_run):
@@ -237,8 +300,13 @@ def test_train_py_prints_one_paragraph_and_leaves_the_earlier_run_alone(earlier_
 
 
 def test_train_py_names_an_unknown_key_and_how_to_add_one(mnist_root, tmp_path):
-    result = run_train("model.lrr=1e-3", f"data.root={mnist_root}", f"output_root={tmp_path}", check=False,
-                       env={"HYDRA_FULL_ERROR": "0"})
+    result = run_train(
+        "model.lrr=1e-3",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+        check=False,
+        env={"HYDRA_FULL_ERROR": "0"},
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "Could not override 'model.lrr'" in result.stderr and "+model.lrr=" in result.stderr
     assert not tmp_path.joinpath("runs").exists()

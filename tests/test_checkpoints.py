@@ -38,7 +38,9 @@ else:  # what a plain torch.save(checkpoint, path) does
 
 
 def kill_mid_write(path, how: str) -> None:
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path), how], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), how], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
     assert writer.stdout.readline() == "half written\n"
     writer.send_signal(signal.SIGKILL)
     writer.wait()
@@ -65,15 +67,24 @@ def test_the_same_kill_corrupts_a_checkpoint_written_in_place(tmp_path):
 
 @pytest.mark.parametrize("option", ["default", "ddp"])
 def test_the_trainer_writes_checkpoints_atomically(option):
-    trainer = instantiate(compose_config(f"trainer={option}", "trainer.accelerator=cpu", "trainer.precision=32-true").trainer)
+    trainer = instantiate(
+        compose_config(f"trainer={option}", "trainer.accelerator=cpu", "trainer.precision=32-true").trainer
+    )
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
 def test_last_checkpoint_holds_the_final_step_when_the_last_epoch_is_off_schedule(mnist_root, tmp_path):
     """Checkpoints every 5 epochs, 2 epochs run: last.ckpt is still written, at the final step."""
-    run_train("experiment=smoke", "trainer.limit_train_batches=3", "model.g_width=8", "model.d_width=8",
-              "callbacks.quality=null", "callbacks.checkpoint.every_n_epochs=5", f"data.root={mnist_root}",
-              f"output_root={tmp_path}")
+    run_train(
+        "experiment=smoke",
+        "trainer.limit_train_batches=3",
+        "model.g_width=8",
+        "model.d_width=8",
+        "callbacks.quality=null",
+        "callbacks.checkpoint.every_n_epochs=5",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+    )
     checkpoints = only_child(tmp_path / "runs") / "checkpoints"
     assert [p.name for p in checkpoints.glob("*.ckpt")] == ["last.ckpt"]
     assert saved_at(checkpoints / "last.ckpt") == {"path": str(checkpoints / "last.ckpt"), "step": 6, "epoch": 2}

@@ -20,9 +20,7 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize(
-    "group,option", [(group, option) for group in GROUPS for option in group_options(group)]
-)
+@pytest.mark.parametrize("group,option", [(group, option) for group in GROUPS for option in group_options(group)])
 def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_config(f"{group}={option}", output_dir=str(tmp_path))
     assert isinstance(instantiate(cfg.model), DCGAN)
@@ -58,8 +56,15 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
     assert compose_config("trainer=ddp").trainer.strategy._target_ == "dcgan.distributed.GANDDPStrategy"
 
 
-@pytest.mark.parametrize("flags,expected", [({"avx512_bf16"}, "bf16-mixed"), ({"amx_bf16"}, "bf16-mixed"),
-                                             ({"avx512f", "avx2"}, "32-true"), (set(), "32-true")])
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        ({"avx512_bf16"}, "bf16-mixed"),
+        ({"amx_bf16"}, "bf16-mixed"),
+        ({"avx512f", "avx2"}, "32-true"),
+        (set(), "32-true"),
+    ],
+)
 def test_default_precision_is_bf16_only_on_cpus_with_bf16_instructions(flags, expected, monkeypatch):
     monkeypatch.setattr("dcgan.machine.cpu_flags", lambda: flags)
     trainer_cfg = compose_config("trainer.accelerator=cpu").trainer
@@ -87,8 +92,20 @@ def test_seed_repro_is_the_reference_setup():
     assert cfg.callbacks.checkpoint.every_n_epochs == 5
     assert cfg.callbacks.sample_grid.every_n_epochs == 10
     assert cfg.model.lr == 2e-4 and cfg.data.batch_size == 128
-    reference = {"g_width": 64, "d_width": 64, "latent_dim": 100, "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.5, 0.999], "d_dropout": 0.3, "label_smoothing": [0.8, 1.0],
-                 "instance_noise_std": 0.1, "ema_decay": None, "d_minibatch_std": False, "d_pack": 1}
+    reference = {
+        "g_width": 64,
+        "d_width": 64,
+        "latent_dim": 100,
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "betas": [0.5, 0.999],
+        "d_dropout": 0.3,
+        "label_smoothing": [0.8, 1.0],
+        "instance_noise_std": 0.1,
+        "ema_decay": None,
+        "d_minibatch_std": False,
+        "d_pack": 1,
+    }
     # Written out in the preset itself, so that no change of conf/model/dcgan.yaml can move it.
     preset = OmegaConf.load(CONF / "experiment" / "seed_repro.yaml")
     assert {key: preset.model[key] for key in reference} == reference
@@ -100,12 +117,21 @@ def test_each_preset_trains_briefly_with_its_own_model(preset, mnist_root, tmp_p
     """The default and every experiment=... preset: a few real steps, a checkpoint with the preset's
     model settings, and the metric."""
     chosen = [f"experiment={preset}"] if preset else []
-    short = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.max_time=null", "callbacks.checkpoint.every_n_epochs=1",
-             "callbacks.quality.num_samples=500", f"data.root={mnist_root}", f"output_root={tmp_path}"]
+    short = [
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.max_time=null",
+        "callbacks.checkpoint.every_n_epochs=1",
+        "callbacks.quality.num_samples=500",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+    ]
     run_train(*chosen, *short)
     run = only_child(tmp_path / "runs")
     saved = load_checkpoint(run / "checkpoints" / "last.ckpt")["hyper_parameters"]
     model = OmegaConf.to_container(compose_config(*chosen).model, resolve=True)
-    assert {key: saved[key] for key in model if key != "_target_"} == {k: v for k, v in model.items() if k != "_target_"}
+    assert {key: saved[key] for key in model if key != "_target_"} == {
+        k: v for k, v in model.items() if k != "_target_"
+    }
     metrics = json.loads((run / "final_metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["metric/fid"] > 0

@@ -32,7 +32,11 @@ def test_in_memory_batches_are_torchvision_mnist_for_the_same_indices(mnist_root
     assert images.shape == (128, 1, 28, 28) and images.dtype == torch.float32
     assert labels.shape == (128,) and labels.dtype == torch.int64
     # The classic path: PIL image -> ToTensor -> Normalize, one digit at a time.
-    classic = MNIST(mnist_root, train=True, transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
+    classic = MNIST(
+        mnist_root,
+        train=True,
+        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]),
+    )
     expected = [classic[i] for i in indices.tolist()]
     torch.testing.assert_close(images, torch.stack([image for image, _ in expected]))
     assert labels.tolist() == [label for _, label in expected]
@@ -97,7 +101,12 @@ def test_missing_files_offline_fail_fast_with_a_clear_message(tmp_path, monkeypa
 
 def test_train_py_without_data_offline_prints_the_message_not_a_traceback(tmp_path):
     # urllib honours the proxy variables: pointing them at a closed port takes the network away.
-    offline = {"http_proxy": UNREACHABLE, "https_proxy": UNREACHABLE, "HTTP_PROXY": UNREACHABLE, "HTTPS_PROXY": UNREACHABLE}
+    offline = {
+        "http_proxy": UNREACHABLE,
+        "https_proxy": UNREACHABLE,
+        "HTTP_PROXY": UNREACHABLE,
+        "HTTPS_PROXY": UNREACHABLE,
+    }
     result = run_train(
         f"data.root={tmp_path / 'nowhere'}", f"output_root={tmp_path / 'out'}", env=offline, check=False, timeout=120
     )

@@ -9,9 +9,16 @@ import torch
 from tests.helpers import load_checkpoint, only_child, run_train
 
 DDP = (
-    "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.deterministic=true",
-    "trainer.max_epochs=2", "trainer.limit_train_batches=3", "data.batch_size=16",
-    "callbacks.sample_grid.every_n_steps=2", "+callbacks.probe._target_=tests.probes.RankProbe",
+    "experiment=smoke",
+    "trainer=ddp",
+    "trainer.accelerator=cpu",
+    "trainer.devices=2",
+    "trainer.deterministic=true",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "data.batch_size=16",
+    "callbacks.sample_grid.every_n_steps=2",
+    "+callbacks.probe._target_=tests.probes.RankProbe",
 )
 
 
@@ -59,7 +66,10 @@ def test_ddp_run_writes_one_set_of_checkpoints_grids_and_logs(ddp_run):
     assert {p.name for p in (ddp_run / "checkpoints").iterdir()} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
     assert load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["global_step"] == 2 * 6  # 3 steps per epoch
     assert sorted(p.name for p in (ddp_run / "samples").iterdir()) == [
-        "step_0000002_epoch_001.png", "step_0000003_epoch_001.png", "step_0000004_epoch_002.png", "step_0000006_epoch_002.png"
+        "step_0000002_epoch_001.png",
+        "step_0000003_epoch_001.png",
+        "step_0000004_epoch_002.png",
+        "step_0000006_epoch_002.png",
     ]
     assert (ddp_run / "progress.gif").is_file() and (ddp_run / "curves.png").is_file()
     assert len(list((ddp_run / "tensorboard").glob("events.out.tfevents.*"))) == 1
@@ -69,8 +79,14 @@ def test_ddp_run_writes_one_set_of_checkpoints_grids_and_logs(ddp_run):
 
 def test_ddp_stop_and_resume_equals_training_straight_through(ddp_run, mnist_root, tmp_path):
     # SIGTERM to both ranks during step 4 (the first of epoch 1), then resume: as if it had never stopped.
-    stopped = run_train(*DDP, "+callbacks.stop._target_=tests.probes.SignalAt", "+callbacks.stop.step=4",
-                        f"data.root={mnist_root}", f"output_root={tmp_path / 'stopped'}", check=False)
+    stopped = run_train(
+        *DDP,
+        "+callbacks.stop._target_=tests.probes.SignalAt",
+        "+callbacks.stop.step=4",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path / 'stopped'}",
+        check=False,
+    )
     assert stopped.returncode == 143, stopped.stderr
     saved = only_child(tmp_path / "stopped" / "runs") / "checkpoints" / "last.ckpt"
     run_train(*DDP, f"ckpt_path={saved}", f"data.root={mnist_root}", f"output_root={tmp_path / 'resumed'}")
@@ -86,9 +102,16 @@ def test_ddp_stop_and_resume_equals_training_straight_through(ddp_run, mnist_roo
 def test_ddp_multirun_runs_each_job_once_with_its_own_ranks(mnist_root, tmp_path):
     # Lightning starts rank 1 by re-running the command line, which here is a whole sweep.
     run_train(
-        "-m", "experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=2", "+callbacks.probe._target_=tests.probes.RankProbe", "model.lr=1e-4,4e-4",
-        f"data.root={mnist_root}", f"output_root={tmp_path}",
+        "-m",
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "+callbacks.probe._target_=tests.probes.RankProbe",
+        "model.lr=1e-4,4e-4",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
     )
     assert [p.name for p in tmp_path.iterdir()] == ["multirun"]
     sweep = only_child(tmp_path / "multirun")

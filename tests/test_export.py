@@ -47,8 +47,14 @@ def last_ckpt(run):
 def averaged_run(mnist_root, classifier_path, tmp_path_factory):
     """The unconditional GAN with what the smoke runs lack: a moving average that has started, BatchNorm with
     each batch's own statistics when sampling, and InfoGAN codes that G reads from z."""
-    return smoke_train(tmp_path_factory, "model.ema_start_step=5", "model.sample_bn=batch", "model.info_codes=10",
-                       f"data.root={mnist_root}", f"classifier_path={classifier_path}")
+    return smoke_train(
+        tmp_path_factory,
+        "model.ema_start_step=5",
+        "model.sample_bn=batch",
+        "model.info_codes=10",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+    )
 
 
 def export(ckpt, output, *args, check=True):
@@ -68,8 +74,14 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
         inputs["labels"] = torch.tensor([3, 0, 9, 3, 7])
     np.savez(tmp_path / "inputs.npz", **{key: value.numpy() for key, value in inputs.items()})
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
-                            cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     drawn = np.load(tmp_path / "out.npz")
@@ -77,12 +89,17 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
     for key in drawn.files:
         n = int(key.split("/")[1])
         expected = gan.generate(*(value[:n] for value in inputs.values()))
-        torch.testing.assert_close(torch.from_numpy(drawn[key]), expected, atol=1e-4, rtol=0,
-                                   msg=lambda message, key=key: f"{key}: {message}")
+        torch.testing.assert_close(
+            torch.from_numpy(drawn[key]), expected, atol=1e-4, rtol=0, msg=lambda message, key=key: f"{key}: {message}"
+        )
 
     settings = json.loads((folder / "generator.json").read_text())
-    assert settings["generator"] == {"latent_dim": 100, "width": gan.hparams.g_width,
-                                     "num_classes": gan.hparams.num_classes, "info_codes": gan.hparams.info_codes}
+    assert settings["generator"] == {
+        "latent_dim": 100,
+        "width": gan.hparams.g_width,
+        "num_classes": gan.hparams.num_classes,
+        "info_codes": gan.hparams.info_codes,
+    }
     if run_name == "averaged_run":  # the test can tell G from its average, and running from batch statistics
         assert gan.generator_ema.n_averaged > 0 and settings["sample_bn"] == "batch"
         with torch.no_grad():
@@ -99,12 +116,20 @@ def test_card_grid_and_metric_match_evaluate_and_default_folder(cgan_smoke_run, 
     run_script("export.py", f"ckpt_path={ckpt}", *metric)
     folder = tmp_path / "run" / "export" / "step_0000020"  # 2 epochs of 10 steps
     assert sorted(p.name for p in folder.iterdir()) == [
-        "MODEL_CARD.md", "generator.json", "generator.onnx", "generator.pt", "generator.py", "generator.safetensors",
-        "samples.png"]
+        "MODEL_CARD.md",
+        "generator.json",
+        "generator.onnx",
+        "generator.pt",
+        "generator.py",
+        "generator.safetensors",
+        "samples.png",
+    ]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["step_0000020"]  # no staging folder left behind
 
     card = (folder / "MODEL_CARD.md").read_text()
-    evaluated = run_script("evaluate.py", f"ckpt_path={ckpt}", *metric).stdout.strip().splitlines()[1:]  # after its header
+    evaluated = (
+        run_script("evaluate.py", f"ckpt_path={ckpt}", *metric).stdout.strip().splitlines()[1:]
+    )  # after its header
     assert "label accuracy" in evaluated[2] and "\n".join(evaluated) in card  # every figure, as evaluate.py prints it
     assert "training step 20 (epoch 2)" in card and "num_classes: 10" in card
     with Image.open(folder / "samples.png") as grid:

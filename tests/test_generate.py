@@ -25,7 +25,9 @@ def test_npz_holds_uint8_digits_like_mnist(smoke_run, tmp_path):
 
 def test_conditional_npz_honours_requested_digits(cgan_smoke_run, tmp_path):
     out = tmp_path / "digits.npz"
-    run_script("generate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", "num_samples=30", "digits=[3,7]", f"output={out}")
+    run_script(
+        "generate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", "num_samples=30", "digits=[3,7]", f"output={out}"
+    )
     data = np.load(out)
     assert data["images"].shape == (30, 28, 28) and data["images"].dtype == np.uint8
     assert data["labels"].tolist() == [3, 7] * 15
@@ -39,7 +41,9 @@ def test_grid_and_interpolation_pngs(cgan_smoke_run, tmp_path):
     run_script("generate.py", f"ckpt_path={ckpt}", "num_samples=40", f"output={tmp_path / 'grid.png'}")
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (10 * 30 + 2, 4 * 30 + 2)  # conditional: 10 columns, one per digit
-    run_script("generate.py", f"ckpt_path={ckpt}", "mode=interpolate", "walks=3", "steps=6", f"output={tmp_path / 'walks.png'}")
+    run_script(
+        "generate.py", f"ckpt_path={ckpt}", "mode=interpolate", "walks=3", "steps=6", f"output={tmp_path / 'walks.png'}"
+    )
     with Image.open(tmp_path / "walks.png") as walks:
         assert walks.size == (6 * 30 + 2, 3 * 30 + 2)  # one walk per row
 
@@ -70,20 +74,30 @@ def test_bad_checkpoint_gets_a_clear_error(smoke_run, tmp_path, damage):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("option, message", [
-    ("num_samples=0", "num_samples=0 must be a whole number >= 1"),
-    ("steps=1", "steps=1 must be a whole number >= 2"),
-    ("nrow=0", "nrow=0 must be a whole number >= 1"),
-    pytest.param("device=cuda", "device=cuda asks for a GPU",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("num_samples=0", "num_samples=0 must be a whole number >= 1"),
+        ("steps=1", "steps=1 must be a whole number >= 2"),
+        ("nrow=0", "nrow=0 must be a whole number >= 1"),
+        pytest.param(
+            "device=cuda",
+            "device=cuda asks for a GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here"),
+        ),
+    ],
+)
 def test_impossible_options_get_one_line_naming_them(smoke_run, tmp_path, option, message):
-    result = run_script("generate.py", f"ckpt_path={last_ckpt(smoke_run)}", option, f"output={tmp_path / 'x.png'}", check=False)
+    result = run_script(
+        "generate.py", f"ckpt_path={last_ckpt(smoke_run)}", option, f"output={tmp_path / 'x.png'}", check=False
+    )
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x.png").exists()
 
 
-def test_evaluate_reports_the_metric_for_a_checkpoint_and_for_real_data(smoke_run, mnist_root, classifier_path, tmp_path):
+def test_evaluate_reports_the_metric_for_a_checkpoint_and_for_real_data(
+    smoke_run, mnist_root, classifier_path, tmp_path
+):
     common = [f"data.root={mnist_root}", f"classifier_path={classifier_path}", "num_samples=2000"]
     real = run_script("evaluate.py", "real=true", *common, f"output={tmp_path / 'real.json'}")
     assert "Frechet distance" in real.stdout and "digit shares" in real.stdout
@@ -95,8 +109,12 @@ def test_evaluate_reports_the_metric_for_a_checkpoint_and_for_real_data(smoke_ru
 
 def test_cgan_metric_includes_label_accuracy(cgan_smoke_run, mnist_root, classifier_path, tmp_path):
     run_script(
-        "evaluate.py", f"ckpt_path={last_ckpt(cgan_smoke_run)}", f"data.root={mnist_root}",
-        f"classifier_path={classifier_path}", "num_samples=1000", f"output={tmp_path / 'm.json'}",
+        "evaluate.py",
+        f"ckpt_path={last_ckpt(cgan_smoke_run)}",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        "num_samples=1000",
+        f"output={tmp_path / 'm.json'}",
     )
     assert 0 <= json.loads((tmp_path / "m.json").read_text())["label_accuracy"] <= 1
 

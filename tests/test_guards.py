@@ -12,9 +12,15 @@ from train import train
 
 # 3 epochs of 4 steps, a checkpoint at each epoch end.
 SHORT = (
-    "experiment=smoke", "trainer.max_epochs=3", "trainer.limit_train_batches=4", "data.batch_size=16",
-    "model.g_width=16", "model.d_width=16", "callbacks.sample_grid.every_n_steps=null",
-    "callbacks.progress_bar=null", "+trainer.enable_model_summary=false",
+    "experiment=smoke",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=4",
+    "data.batch_size=16",
+    "model.g_width=16",
+    "model.d_width=16",
+    "callbacks.sample_grid.every_n_steps=null",
+    "callbacks.progress_bar=null",
+    "+trainer.enable_model_summary=false",
 )
 
 
@@ -22,15 +28,24 @@ SHORT = (
 def test_a_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpoint(fused, mnist_root, tmp_path):
     with pytest.raises(UserFacingError) as info:
         # From step 6 on, learning rates of 1e20: the D update of step 6 blows D up, and G's loss is NaN.
-        train(compose_config(*SHORT, f"data.root={mnist_root}", f"model.fused_adam={fused}",
-                             "+callbacks.diverge._target_=tests.probes.DivergeAt", "+callbacks.diverge.step=6",
-                             output_dir=str(tmp_path)))
+        train(
+            compose_config(
+                *SHORT,
+                f"data.root={mnist_root}",
+                f"model.fused_adam={fused}",
+                "+callbacks.diverge._target_=tests.probes.DivergeAt",
+                "+callbacks.diverge.step=6",
+                output_dir=str(tmp_path),
+            )
+        )
     message = str(info.value)
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert str(last) in message and "\n" not in message
     if fused:  # skipped on the device, steps 6-8 (D's updates too once D is NaN), and found at the epoch end
-        assert ("loss/g or its gradients were NaN or Inf in 3 steps and loss/d or its gradients were NaN or Inf in "
-                "2 steps between step 6 and step 8") in message
+        assert (
+            "loss/g or its gradients were NaN or Inf in 3 steps and loss/d or its gradients were NaN or Inf in "
+            "2 steps between step 6 and step 8"
+        ) in message
     else:  # plain Adam cannot skip on the device: checked before the update
         assert "loss/g or its gradients were NaN or Inf at step 6." in message
     # Nothing was written after step 4's epoch end: last.ckpt is that one, with finite weights.
@@ -63,45 +78,91 @@ class NaNLossAt(pl.Callback):
 
 def test_a_nan_gradient_is_skipped_on_the_device_and_the_next_check_stops_the_run(mnist_root, tmp_path):
     # G's loss is NaN at step 6 only; the run goes on to the check at the epoch end, step 8.
-    with pytest.raises(UserFacingError, match="loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8"):
-        train(compose_config(*SHORT, f"data.root={mnist_root}", "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
-                             "+callbacks.nan.step=6", "+callbacks.nan.network=g", output_dir=str(tmp_path)))
+    with pytest.raises(
+        UserFacingError, match="loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8"
+    ):
+        train(
+            compose_config(
+                *SHORT,
+                f"data.root={mnist_root}",
+                "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
+                "+callbacks.nan.step=6",
+                "+callbacks.nan.network=g",
+                output_dir=str(tmp_path),
+            )
+        )
     fifth, sixth, seventh = (NaNLossAt.after[i] for i in (4, 5, 6))
     generator = [k for k in fifth["weights"] if k.startswith("generator.")]
     discriminator = [k for k in fifth["weights"] if k.startswith("discriminator.") and "running" not in k]
     # Step 6 left G, its BatchNorm statistics aside, and G's Adam step count as they were; D trained on.
-    assert all(torch.equal(fifth["weights"][k], sixth["weights"][k]) for k in generator if "running" not in k and "num_batches" not in k)
+    assert all(
+        torch.equal(fifth["weights"][k], sixth["weights"][k])
+        for k in generator
+        if "running" not in k and "num_batches" not in k
+    )
     assert fifth["adam"][0] == sixth["adam"][0] == 5 and sixth["adam"][1] == 6
     assert not all(torch.equal(fifth["weights"][k], sixth["weights"][k]) for k in discriminator)
     # ... and G trained again at step 7.
-    assert seventh["adam"][0] == 6 and not torch.equal(sixth["weights"]["generator.net.0.weight"], seventh["weights"]["generator.net.0.weight"])
+    assert seventh["adam"][0] == 6 and not torch.equal(
+        sixth["weights"]["generator.net.0.weight"], seventh["weights"]["generator.net.0.weight"]
+    )
 
 
 def test_ddp_ranks_stop_together_when_one_rank_makes_a_nan(mnist_root, tmp_path):
     # Rank 1's D loss is NaN at step 2; the first check is at the end of the first epoch (step 3), before its checkpoint.
-    result = run_train("experiment=smoke", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                       "trainer.limit_train_batches=3", "data.batch_size=16", "model.g_width=16", "model.d_width=16",
-                       "callbacks.quality=null", "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
-                       "+callbacks.nan.step=2", "+callbacks.nan.network=d", "+callbacks.nan.rank=1",
-                       f"data.root={mnist_root}", f"output_root={tmp_path}", check=False, timeout=300)
+    result = run_train(
+        "experiment=smoke",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.limit_train_batches=3",
+        "data.batch_size=16",
+        "model.g_width=16",
+        "model.d_width=16",
+        "callbacks.quality=null",
+        "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
+        "+callbacks.nan.step=2",
+        "+callbacks.nan.network=d",
+        "+callbacks.nan.rank=1",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+        check=False,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "Error: Training stopped: loss/d or its gradients were NaN or Inf in 1 step between step 1 and step 3" \
-        in result.stderr and "no checkpoint yet" in result.stderr
+    assert (
+        "Error: Training stopped: loss/d or its gradients were NaN or Inf in 1 step between step 1 and step 3"
+        in result.stderr
+        and "no checkpoint yet" in result.stderr
+    )
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
 
 
 def collapse_warnings(*overrides: str, output_dir: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # (not the FutureWarnings Lightning emits every step)
-        train(compose_config(*SHORT, "trainer.max_epochs=1", "trainer.limit_train_batches=20",
-                             "callbacks.collapse_warning.patience=5", *overrides, output_dir=output_dir))
+        train(
+            compose_config(
+                *SHORT,
+                "trainer.max_epochs=1",
+                "trainer.limit_train_batches=20",
+                "callbacks.collapse_warning.patience=5",
+                *overrides,
+                output_dir=output_dir,
+            )
+        )
     return [str(w.message) for w in caught if "Possible collapse" in str(w.message)]
 
 
 def test_collapse_warning_fires_when_the_discriminator_wins_and_not_otherwise(mnist_root, tmp_path):
     # G barely learns, D learns fast with no help for G: D soon rejects every fake.
-    d_wins = ("model.lr_g=1e-12", "model.lr_d=2e-3", "model.label_smoothing=null", "model.instance_noise_std=0",
-              "model.d_dropout=0")
+    d_wins = (
+        "model.lr_g=1e-12",
+        "model.lr_d=2e-3",
+        "model.label_smoothing=null",
+        "model.instance_noise_std=0",
+        "model.d_dropout=0",
+    )
     (warning,) = collapse_warnings(f"data.root={mnist_root}", *d_wins, output_dir=str(tmp_path / "won"))
     assert "at every logged step of the last 5, the discriminator has rejected every fake" in warning
     assert "model.lr_d" in warning

@@ -25,6 +25,7 @@ def test_discriminator_gives_one_logit_per_image():
 
 def test_widths_are_configurable():
     small, large = DCGAN(g_width=8, d_width=8), DCGAN(g_width=32, d_width=32)
+
     def count(m):
         return sum(p.numel() for p in m.parameters())
 
@@ -81,8 +82,13 @@ def changed_networks(before: dict, after: dict) -> set[str]:
 def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
     probe = ParameterProbe()
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[probe],
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
     )
     trainer.fit(DCGAN(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
     before_d, before_g, after_batch = probe.snapshots
@@ -155,10 +161,17 @@ def test_infogan_head_gives_code_logits_per_image_also_when_packed():
 def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
     """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
     torch.manual_seed(0)
-    model = DCGAN(g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None,
-                  d_pack=2, info_codes=4)
-    trainer = pl.Trainer(max_steps=300, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    model = DCGAN(
+        g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
+    )
+    trainer = pl.Trainer(
+        max_steps=300,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
     z = torch.randn(512, 100)
     with torch.no_grad():
@@ -186,14 +199,26 @@ def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
 def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
     model = DCGAN(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
     data = MNISTDataModule(mnist_root, batch_size=16)
-    trainer = pl.Trainer(max_steps=2 * 2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=2 * 2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=data)  # 2 training steps: before the start
     assert model.generator_ema.n_averaged.item() == 0
     z = torch.randn(4, 100)
     model.generator.eval()
     torch.testing.assert_close(model.generate(z), model.generator(z))  # samples come from G until then
-    trainer = pl.Trainer(max_steps=2 * 5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu")
+    trainer = pl.Trainer(
+        max_steps=2 * 5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     trainer.fit(model, datamodule=data)  # steps 3, 4, 5
     assert model.generator_ema.n_averaged.item() == 3

@@ -15,9 +15,16 @@ from train import train
 
 # 2 epochs of 4 steps, small networks, deterministic kernels.
 SHORT = (
-    "experiment=smoke", "trainer.max_epochs=2", "trainer.limit_train_batches=4", "data.batch_size=16",
-    "model.g_width=16", "model.d_width=16", "trainer.deterministic=true", "callbacks.sample_grid.every_n_steps=null",
-    "callbacks.progress_bar=null", "+trainer.enable_model_summary=false",
+    "experiment=smoke",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=4",
+    "data.batch_size=16",
+    "model.g_width=16",
+    "model.d_width=16",
+    "trainer.deterministic=true",
+    "callbacks.sample_grid.every_n_steps=null",
+    "callbacks.progress_bar=null",
+    "+trainer.enable_model_summary=false",
 )
 
 
@@ -29,8 +36,14 @@ def run(tmp_path: Path, name: str, *overrides: str) -> Path:
 
 def stop_at(tmp_path: Path, name: str, step: int, *overrides: str, signum=signal.SIGTERM) -> Path:
     with pytest.raises(UserFacingError) as info:
-        run(tmp_path, name, "+callbacks.stop._target_=tests.probes.SignalAt", f"+callbacks.stop.step={step}",
-            f"+callbacks.stop.signum={int(signum)}", *overrides)
+        run(
+            tmp_path,
+            name,
+            "+callbacks.stop._target_=tests.probes.SignalAt",
+            f"+callbacks.stop.step={step}",
+            f"+callbacks.stop.signum={int(signum)}",
+            *overrides,
+        )
     assert info.value.exit_code == 128 + signum
     assert f"Stopped by {signum.name} after step {step}" in str(info.value)
     return tmp_path / name / "checkpoints" / "last.ckpt"
@@ -61,14 +74,21 @@ def test_without_restoring_the_random_state_the_resumed_run_differs(mnist_root, 
     # The control that shows the test above can fail: the same, less the RandomState callback.
     common = (f"data.root={mnist_root}", "~callbacks.random_state")
     straight = load_checkpoint(run(tmp_path, "straight", *common))
-    resumed = load_checkpoint(run(tmp_path, "resumed", f"ckpt_path={stop_at(tmp_path, 'stopped', 3, *common)}", *common))
-    assert not torch.equal(straight["state_dict"]["generator.net.0.weight"], resumed["state_dict"]["generator.net.0.weight"])
+    resumed = load_checkpoint(
+        run(tmp_path, "resumed", f"ckpt_path={stop_at(tmp_path, 'stopped', 3, *common)}", *common)
+    )
+    assert not torch.equal(
+        straight["state_dict"]["generator.net.0.weight"], resumed["state_dict"]["generator.net.0.weight"]
+    )
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint(mnist_root, tmp_path):
     stopped = stop_at(tmp_path, "stopped", 2, f"data.root={mnist_root}", signum=signal.SIGINT)
     assert load_checkpoint(stopped)["global_step"] == 2 * 2
-    assert load_checkpoint(run(tmp_path, "resumed", f"ckpt_path={stopped}", f"data.root={mnist_root}"))["global_step"] == 2 * 8
+    assert (
+        load_checkpoint(run(tmp_path, "resumed", f"ckpt_path={stopped}", f"data.root={mnist_root}"))["global_step"]
+        == 2 * 8
+    )
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
 
 
@@ -77,7 +97,10 @@ def test_sigterm_to_a_real_training_process_saves_a_checkpoint_it_resumes_from(m
     long_run = ("experiment=smoke", "trainer.max_epochs=100", f"data.root={mnist_root}")
     process = subprocess.Popen(
         [sys.executable, "train.py", *long_run, f"output_root={tmp_path / 'first'}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300  # a safety net for a broken run, not a measurement
     while not list((tmp_path / "first").glob("runs/*/samples/step_0000005_*.png")):

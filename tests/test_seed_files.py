@@ -13,15 +13,25 @@ from tests.helpers import compose_config
 @pytest.fixture(scope="module")
 def seed_files(mnist_root, classifier_path, tmp_path_factory):
     """A smoke run (2 epochs) with the files every epoch and the image every 2, and a moving average from step 5."""
-    return smoke_train(tmp_path_factory, "callbacks.seed_files.enabled=true", "callbacks.seed_files.weights_every_n_epochs=1",
-                       "callbacks.seed_files.image_every_n_epochs=2", "model.ema_start_step=5",
-                       f"data.root={mnist_root}", f"classifier_path={classifier_path}")
+    return smoke_train(
+        tmp_path_factory,
+        "callbacks.seed_files.enabled=true",
+        "callbacks.seed_files.weights_every_n_epochs=1",
+        "callbacks.seed_files.image_every_n_epochs=2",
+        "model.ema_start_step=5",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+    )
 
 
 def test_files_have_the_reference_names(seed_files):
     assert sorted(p.name for p in (seed_files / "seed_files").iterdir()) == [
-        "discriminator_epoch_1.pth", "discriminator_epoch_2.pth", "generator_epoch_1.pth", "generator_epoch_2.pth",
-        "image_at_epoch_0002.png"]
+        "discriminator_epoch_1.pth",
+        "discriminator_epoch_2.pth",
+        "generator_epoch_1.pth",
+        "generator_epoch_2.pth",
+        "image_at_epoch_0002.png",
+    ]
     with Image.open(seed_files / "seed_files" / "image_at_epoch_0002.png") as image:
         assert image.size == (8 * 30 + 2, 8 * 30 + 2)  # the 64 fixed latent points, 8 to a row
 
@@ -31,8 +41,12 @@ def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(
     hp = gan.hparams
     generator = Generator(hp.latent_dim, hp.g_width, hp.num_classes, hp.info_codes)
     generator.load_state_dict(torch.load(seed_files / "seed_files" / "generator_epoch_2.pth", weights_only=True))
-    discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.num_classes, hp.d_minibatch_std, hp.d_pack, hp.info_codes)
-    discriminator.load_state_dict(torch.load(seed_files / "seed_files" / "discriminator_epoch_2.pth", weights_only=True))
+    discriminator = Discriminator(
+        hp.d_width, hp.d_dropout, hp.num_classes, hp.d_minibatch_std, hp.d_pack, hp.info_codes
+    )
+    discriminator.load_state_dict(
+        torch.load(seed_files / "seed_files" / "discriminator_epoch_2.pth", weights_only=True)
+    )
     z = torch.randn(4, hp.latent_dim)
     with torch.no_grad():
         torch.testing.assert_close(generator.eval()(z), gan.generate(z))  # the average, which has started

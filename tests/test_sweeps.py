@@ -9,8 +9,14 @@ from hydra import compose, initialize_config_dir
 
 from tests.helpers import CONF, only_child, run_train
 
-TINY = ("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.g_width=8",
-        "model.d_width=8", "callbacks.sample_grid.every_n_steps=null")
+TINY = (
+    "experiment=smoke",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "model.g_width=8",
+    "model.d_width=8",
+    "callbacks.sample_grid.every_n_steps=null",
+)
 
 
 def jobs(sweep):
@@ -19,8 +25,14 @@ def jobs(sweep):
 
 def test_optuna_searches_the_learning_rates_in_parallel_jobs_and_minimises_what_train_py_returns(mnist_root, tmp_path):
     result = run_train(
-        "-m", "hydra/sweeper=lr_search", "hydra/launcher=joblib", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-        *TINY, f"data.root={mnist_root}", f"output_root={tmp_path}",
+        "-m",
+        "hydra/sweeper=lr_search",
+        "hydra/launcher=joblib",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        *TINY,
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
     )
     assert "Joblib.Parallel(n_jobs=-1" in result.stdout + result.stderr  # both trials launched at once
     sweep = only_child(tmp_path / "multirun")
@@ -49,8 +61,14 @@ def test_optuna_searches_the_learning_rates_in_parallel_jobs_and_minimises_what_
 def test_submitit_jobs_run_and_the_summary_shows_the_one_that_failed(mnist_root, tmp_path):
     # Job 0 diverges at step 2 (it fails alone; Hydra reports the sweep as failed at the end), job 1 trains.
     result = run_train(
-        "-m", "hydra/launcher=submitit_local", *TINY, "+callbacks.diverge._target_=tests.probes.DivergeAt",
-        "+callbacks.diverge.step=2,1000", f"data.root={mnist_root}", f"output_root={tmp_path}", check=False,
+        "-m",
+        "hydra/launcher=submitit_local",
+        *TINY,
+        "+callbacks.diverge._target_=tests.probes.DivergeAt",
+        "+callbacks.diverge.step=2,1000",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+        check=False,
     )
     assert result.returncode != 0 and "loss/g is nan at step 2" in result.stderr + result.stdout
     sweep = only_child(tmp_path / "multirun")
@@ -62,7 +80,9 @@ def test_submitit_jobs_run_and_the_summary_shows_the_one_that_failed(mnist_root,
 
 def test_slurm_launcher_asks_for_a_gpu_and_a_task_per_device():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"], return_hydra_config=True
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (4, 4, 1)
@@ -71,9 +91,14 @@ def test_slurm_launcher_asks_for_a_gpu_and_a_task_per_device():
 
 def test_recipe_search_trains_each_trial_for_the_same_wall_clock_budget(mnist_root, tmp_path):
     run_train(
-        "-m", "hydra/sweeper=recipe_search", "hydra.sweeper.n_trials=2", "trainer.max_time=00:00:00:08",
-        "callbacks.quality.num_samples=500", "callbacks.sample_grid.every_n_steps=null",
-        f"data.root={mnist_root}", f"output_root={tmp_path}",
+        "-m",
+        "hydra/sweeper=recipe_search",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_time=00:00:00:08",
+        "callbacks.quality.num_samples=500",
+        "callbacks.sample_grid.every_n_steps=null",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
     )
     sweep = only_child(tmp_path / "multirun")
     searched = []

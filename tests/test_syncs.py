@@ -20,17 +20,32 @@ from train import train
 
 # Ops that hand a device value to the host: item(), bool(), float(), int(), format() and C++ code alike reach
 # _local_scalar_dense; nonzero also underlies boolean-mask indexing.
-SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.equal", "aten.masked_select", "aten.unique_dim",
-            "aten._unique2"}
+SYNC_OPS = {
+    "aten._local_scalar_dense",
+    "aten.nonzero",
+    "aten.equal",
+    "aten.masked_select",
+    "aten.unique_dim",
+    "aten._unique2",
+}
 # Reads that on the CPU reach no op at all. `.to()` counts only to the string "cpu": on a GPU run, the
 # training device is not "cpu", but the host always is.
 HOST_READS = ("tolist", "numpy", "cpu", "to")
 
 STEPS_PER_EPOCH, LOG_EVERY, GRID_EVERY = 12, 5, 7
-RUN = ("trainer.max_epochs=2", f"trainer.limit_train_batches={STEPS_PER_EPOCH}", f"trainer.log_every_n_steps={LOG_EVERY}",
-       f"callbacks.sample_grid.every_n_steps={GRID_EVERY}", "callbacks.sample_grid.every_n_epochs=1",
-       "callbacks.quality=null", "callbacks.seed_files.enabled=false", "data.batch_size=16", "model.g_width=16",
-       "model.d_width=16", "+callbacks.marks._target_=tests.test_syncs.StepMarks")
+RUN = (
+    "trainer.max_epochs=2",
+    f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
+    f"trainer.log_every_n_steps={LOG_EVERY}",
+    f"callbacks.sample_grid.every_n_steps={GRID_EVERY}",
+    "callbacks.sample_grid.every_n_epochs=1",
+    "callbacks.quality=null",
+    "callbacks.seed_files.enabled=false",
+    "data.batch_size=16",
+    "model.g_width=16",
+    "model.d_width=16",
+    "+callbacks.marks._target_=tests.test_syncs.StepMarks",
+)
 
 
 class Reads:
@@ -42,8 +57,14 @@ class Reads:
     @classmethod
     def record(cls, what: str) -> None:
         # The first frame outside torch: the code that asked.
-        frame = next((f for f in reversed(traceback.extract_stack()[:-2])
-                      if "/torch/" not in f.filename and f.filename != __file__), None)
+        frame = next(
+            (
+                f
+                for f in reversed(traceback.extract_stack()[:-2])
+                if "/torch/" not in f.filename and f.filename != __file__
+            ),
+            None,
+        )
         where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno} {frame.name}" if frame else "?"
         cls.by_step[cls.step].append(f"{what} from {where}")
 
@@ -86,14 +107,19 @@ def allowed(step: int) -> bool:
     return step == 0 or any(step % n == 0 for n in (LOG_EVERY, GRID_EVERY, STEPS_PER_EPOCH))
 
 
-@pytest.mark.parametrize("recipe", [
-    # The default recipe with its moving average of G started at step 3, and the reference recipe
-    # (dropout, label smoothing, instance noise) that experiment=seed_repro times.
-    ("experiment=smoke", "model.ema_start_step=3"),
-    ("experiment=seed_repro",),
-], ids=["default", "seed_repro"])
-def test_steps_read_nothing_from_the_device_except_at_logging_grid_and_epoch_end_steps(recipe, mnist_root,
-                                                                                        monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        # The default recipe with its moving average of G started at step 3, and the reference recipe
+        # (dropout, label smoothing, instance noise) that experiment=seed_repro times.
+        ("experiment=smoke", "model.ema_start_step=3"),
+        ("experiment=seed_repro",),
+    ],
+    ids=["default", "seed_repro"],
+)
+def test_steps_read_nothing_from_the_device_except_at_logging_grid_and_epoch_end_steps(
+    recipe, mnist_root, monkeypatch, tmp_path
+):
     reads = reads_by_step(monkeypatch, f"data.root={mnist_root}", *recipe, output_dir=str(tmp_path))
     assert max(reads) == 2 * STEPS_PER_EPOCH
     steady = {step: collections.Counter(reads[step]) for step in range(1, 2 * STEPS_PER_EPOCH + 1) if not allowed(step)}

@@ -16,8 +16,6 @@ SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
 SMOKE_STEPS = 20  # experiment=smoke: 2 epochs of 10 training steps
 
 
-
-
 def events(run: Path) -> EventAccumulator:
     (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
     return EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0}).Reload()
@@ -27,7 +25,10 @@ def test_smoke_run_writes_sample_grids_named_by_step(smoke_run):
     grids = sorted((smoke_run / "samples").glob("*.png"))
     # every 5 steps, and at each epoch end (steps 10 and 20 coincide with the 5-step grids)
     assert [g.name for g in grids] == [
-        "step_0000005_epoch_001.png", "step_0000010_epoch_001.png", "step_0000015_epoch_002.png", "step_0000020_epoch_002.png"
+        "step_0000005_epoch_001.png",
+        "step_0000010_epoch_001.png",
+        "step_0000015_epoch_002.png",
+        "step_0000020_epoch_002.png",
     ]
     with Image.open(grids[-1]) as grid:
         assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 digits of 28 px, 2 px padding
@@ -48,14 +49,24 @@ def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script
     for epoch, step in ((1, 10), (2, 20)):
         assert f"epoch {epoch}/2 ended at step {step}" in text
     assert text.count(": FID ") == 3 and "rarest digit" in text  # two epochs and the summary
-    summary = text[text.index("Training ended at step 20 after"):]
+    summary = text[text.index("Training ended at step 20 after") :]
     last = smoke_run / "checkpoints" / "last.ckpt"
     assert f"python train.py ckpt_path={last}" in summary and f"python evaluate.py ckpt_path={last}" in summary
 
 
-def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_act_on(mnist_root, classifier_path, tmp_path):
-    result = run_train("experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=5", "model.g_width=8",
-                       "model.d_width=8", "callbacks.quality=null", f"data.root={mnist_root}", f"output_root={tmp_path}")
+def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_act_on(
+    mnist_root, classifier_path, tmp_path
+):
+    result = run_train(
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        "model.g_width=8",
+        "model.d_width=8",
+        "callbacks.quality=null",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+    )
     console = result.stdout + result.stderr
     assert "step 5, epoch 1: loss_D" in console and "Training ended at step 5" in console
     for noise in ("💡 Tip", "LeafSpec", "not supported by the model summary", "Warning"):
@@ -99,8 +110,12 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
     saved = smoke_run / "checkpoints" / "last.ckpt"
     before = load_checkpoint(saved)
     run_train(
-        "experiment=smoke", "trainer.max_epochs=3", f"ckpt_path={saved}",
-        f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}",
+        "experiment=smoke",
+        "trainer.max_epochs=3",
+        f"ckpt_path={saved}",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        f"output_root={tmp_path}",
     )
     resumed_run = only_child(tmp_path / "runs")
     after = load_checkpoint(resumed_run / "checkpoints" / "last.ckpt")
@@ -116,8 +131,16 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
 def test_resume_trains_with_the_learning_rates_it_is_given(smoke_run, mnist_root, classifier_path, tmp_path):
     # Adam's saved state holds the old rates; the config's must win, or "resume with a lower lr" does nothing.
     saved = smoke_run / "checkpoints" / "last.ckpt"
-    run_train(f"ckpt_path={saved}", "experiment=smoke", "trainer.max_epochs=3", "model.lr=1e-5", "model.betas=[0.3,0.9]",
-              f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}")
+    run_train(
+        f"ckpt_path={saved}",
+        "experiment=smoke",
+        "trainer.max_epochs=3",
+        "model.lr=1e-5",
+        "model.betas=[0.3,0.9]",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        f"output_root={tmp_path}",
+    )
     resumed = load_checkpoint(only_child(tmp_path / "runs") / "checkpoints" / "last.ckpt")
     assert load_checkpoint(saved)["optimizer_states"][0]["param_groups"][0]["lr"] != 1e-5
     for state in resumed["optimizer_states"]:
@@ -126,13 +149,23 @@ def test_resume_trains_with_the_learning_rates_it_is_given(smoke_run, mnist_root
 
 def test_multirun_gives_one_numbered_folder_per_job_and_lists_its_values(mnist_root, classifier_path, tmp_path):
     run_train(
-        "-m", "experiment=smoke", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "model.lr=1e-4,4e-4",
-        f"data.root={mnist_root}", f"classifier_path={classifier_path}", f"output_root={tmp_path}",
+        "-m",
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "model.lr=1e-4,4e-4",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        f"output_root={tmp_path}",
     )
     sweep = only_child(tmp_path / "multirun")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [job.name for job in jobs] == ["0", "1"]
-    rows = [line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| ") and "model.lr" not in line]
+    rows = [
+        line
+        for line in (sweep / "summary.md").read_text().splitlines()
+        if line.startswith("| ") and "model.lr" not in line
+    ]
     assert {row.split(" | ")[1] for row in rows if row.split(" | ")[0] in ("| 0", "| 1")} == {"0.0001", "0.0004"}
     for job, lr in zip(jobs, (1e-4, 4e-4), strict=True):
         ckpt = load_checkpoint(job / "checkpoints" / "last.ckpt")

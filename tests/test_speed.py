@@ -167,7 +167,7 @@ def test_gpu_profile_summary_counts_busy_time_once_launches_and_waits():
         event("cudaGraphLaunch", cpu),
         event("aten::mm", cpu, "cpu_op"),
         event("cudaStreamSynchronize", cpu),
-        event("cudaDeviceSynchronize", cpu),
+        event("cudaDeviceSynchronize", cpu),  # the benchmark's own, not counted
     ]
     summary = device_summary(events, steps=2)
     assert summary == {"compute_ms": 2.0, "kernels": 1.5, "launches": 1.0, "waits": 0.5}

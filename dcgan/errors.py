@@ -10,3 +10,15 @@ class UserFacingError(Exception):
     """A failure whose message says what went wrong and what to do about it."""
 
     exit_code = 1
+
+    def __reduce__(self):
+        # Sweep launchers (joblib, submitit) pickle a failed job's exception. Subclasses take other arguments
+        # than the message, so it is rebuilt from the message and exit code alone.
+        return rebuild, (type(self), str(self), self.exit_code)
+
+
+def rebuild(cls: type[UserFacingError], message: str, exit_code: int) -> UserFacingError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.exit_code = exit_code
+    return err

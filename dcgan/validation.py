@@ -19,7 +19,7 @@ from pytorch_lightning.accelerators import AcceleratorRegistry
 from dcgan.checkpoints import read_checkpoint
 from dcgan.data import mnist_file_problem
 from dcgan.errors import UserFacingError
-from dcgan.module import ARCHITECTURE, DCGAN, SAMPLE_BN
+from dcgan.module import ARCHITECTURE, COMPILE_MODES, DCGAN, SAMPLE_BN
 
 
 class BadInput(UserFacingError, ValueError):
@@ -56,6 +56,7 @@ MODEL_RANGES = {
     "ema_start_step": (lambda v: whole(v, 0), "a whole number of steps >= 0", "500"),
     "num_fixed_samples": (lambda v: whole(v, 1), "a whole number >= 1 (the grids' images)", "64"),
     "info_weight": (lambda v: number(v, 0), "a number >= 0", "1.0"),
+    "compile": (lambda v: v in COMPILE_MODES, f"one of {', '.join(map(str, COMPILE_MODES))}", "reduce-overhead"),
 }
 
 

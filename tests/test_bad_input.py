@@ -129,6 +129,9 @@ CASES = {
         lambda p: ["model.instance_noise_std=-0.1"],
         "model.instance_noise_std=-0.1 cannot work",
     ),
+    "unknown-compile-mode": Case(
+        "`model.compile=fast`", lambda p: ["model.compile=fast"], "model.compile=fast cannot work: it must be one of"
+    ),
     "ema-decay-above-one": Case(
         "`model.ema_decay=2`", lambda p: ["model.ema_decay=2"], "model.ema_decay=2 cannot work"
     ),

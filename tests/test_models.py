@@ -9,6 +9,18 @@ from dcgan.models import Discriminator, Generator
 from dcgan.module import DCGAN, instance_noise_std
 
 
+def quiet_trainer(steps: int) -> pl.Trainer:
+    """A CPU trainer for `steps` training steps (two optimizer steps each) that writes and shows nothing."""
+    return pl.Trainer(
+        max_steps=2 * steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
 def test_generator_maps_latents_to_28x28_images_in_tanh_range():
     g = Generator(latent_dim=100, width=16)
     images = g(torch.randn(5, 100) * 10)  # large inputs saturate tanh but never leave [-1, 1]
@@ -164,14 +176,7 @@ def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
     model = DCGAN(
         g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
     )
-    trainer = pl.Trainer(
-        max_steps=300,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(steps=150)
     trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
     z = torch.randn(512, 100)
     with torch.no_grad():
@@ -199,26 +204,12 @@ def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
 def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
     model = DCGAN(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
     data = MNISTDataModule(mnist_root, batch_size=16)
-    trainer = pl.Trainer(
-        max_steps=2 * 2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(steps=2)
     trainer.fit(model, datamodule=data)  # 2 training steps: before the start
     assert model.generator_ema.n_averaged.item() == 0
     z = torch.randn(4, 100)
     model.generator.eval()
     torch.testing.assert_close(model.generate(z), model.generator(z))  # samples come from G until then
-    trainer = pl.Trainer(
-        max_steps=2 * 5,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(steps=5)
     trainer.fit(model, datamodule=data)  # steps 3, 4, 5
     assert model.generator_ema.n_averaged.item() == 3

@@ -10,6 +10,7 @@ import functools
 import re
 import signal
 import tempfile
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -60,11 +61,15 @@ class Demo:
     def __init__(self, ckpt: Path, run: Path, out: Path):
         self.ckpt, self.run, self.out = ckpt, run, out
         self.gan, self.saved = checkpoint(ckpt)
+        # The page's events run in threads at once, and drawing switches BatchNorm's mode for its duration:
+        # two draws at once would let one run with the other's mode and update the running statistics.
+        self.drawing = threading.Lock()
 
     def grid(self, seed, num_samples, digits=None) -> str:
         """`num_samples` digits from `seed`, as generate.py draws them: a conditional model draws `digits` in turn."""
         seed, n = whole(seed, "The seed"), whole(num_samples, "The number of digits", 1)
-        images, _ = self.gan.sample(n, seed=seed, labels=requested_labels(self.gan, digits or None, n))
+        with self.drawing:
+            images, _ = self.gan.sample(n, seed=seed, labels=requested_labels(self.gan, digits or None, n))
         path = self.out / f"grid_seed{seed}_{n}{tag(digits)}.png"
         save_grid(images, path, grid_columns(self.gan))
         return str(path)
@@ -76,7 +81,8 @@ class Demo:
             [torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s)) for s in (a, b)]
         )
         digits = None if digit is None else [int(digit)]
-        images, _ = walk(self.gan, ends[None], steps, digits)
+        with self.drawing:
+            images, _ = walk(self.gan, ends[None], steps, digits)
         strip = self.out / f"walk_seed{a}_to_{b}_{steps}{tag(digits)}.png"
         save_grid(images, strip, steps)
         with Image.open(strip) as picture:  # each frame is a cell of the strip, with its 2-pixel border
@@ -111,7 +117,9 @@ class Demo:
             raise gr.Error(str(err)) from None
         seed, n = whole(seed, "The seed"), grid_columns(gan) ** 2
         path = self.out / f"{item.stem}_seed{seed}.png"
-        save_grid(gan.sample(n, seed=seed)[0], path, grid_columns(gan))
+        with self.drawing:
+            images = gan.sample(n, seed=seed)[0]
+        save_grid(images, path, grid_columns(gan))
         return str(path), f"step {saved['step']}, epoch {saved['epoch']}: {n} digits from seed {seed} ({where})"
 
     def pick_source(self, source: str, seed):

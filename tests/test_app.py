@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -263,6 +264,29 @@ def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
         )
 
         check_progress(page, cgan_smoke_run, gan)
+
+
+def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
+    """The page answers its events in threads at once (on load: the grid, the walk and the progress together)."""
+    from app import Demo
+
+    demo = Demo(smoke_run / "checkpoints" / "last.ckpt", smoke_run, tmp_path)
+    loaded = {key: value.clone() for key, value in demo.gan.state_dict().items()}
+    expected = demo.gan.sample(100, seed=1)[0]
+
+    def requests():
+        for seed in range(10):
+            demo.grid(seed, 100)
+            demo.walk(seed, seed + 1, 8)
+
+    threads = [threading.Thread(target=requests) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    changed = [key for key, value in demo.gan.state_dict().items() if not torch.equal(value, loaded[key])]
+    assert not changed, f"drawing at once changed {changed}"
+    assert torch.equal(demo.gan.sample(100, seed=1)[0], expected)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing"])

@@ -111,22 +111,24 @@ class DCGAN(pl.LightningModule):
     "batch" (the statistics of the batch being drawn, as in training).
     """
 
+    # Values come from conf/model/*.yaml, where each default lives. The keys added after the first checkpoints
+    # have a default here only so that those checkpoints still load: what the model did before the key existed.
     def __init__(
         self,
-        latent_dim: int = 100,
-        g_width: int = 64,
-        d_width: int = 64,
-        d_dropout: float = 0.3,
-        lr: float = 2e-4,
-        lr_g: float | None = None,
+        latent_dim: int,
+        g_width: int,
+        d_width: int,
+        d_dropout: float,
+        lr: float,
+        betas: tuple[float, float],
+        label_smoothing: tuple[float, float] | None,
+        instance_noise_std: float,
+        instance_noise_anneal_steps: int,
+        num_fixed_samples: int,
+        fixed_noise_seed: int,
+        lr_g: float | None = None,  # None: lr, here and in checkpoints saved before it was set
         lr_d: float | None = None,
-        betas: tuple[float, float] = (0.5, 0.999),
-        label_smoothing: tuple[float, float] | None = (0.8, 1.0),
-        instance_noise_std: float = 0.1,
-        instance_noise_anneal_steps: int = 5000,
         num_classes: int | None = None,
-        num_fixed_samples: int = 64,
-        fixed_noise_seed: int = 1234,
         ema_decay: float | None = None,
         ema_start_step: int = 0,
         sample_bn: str = "running",

@@ -68,6 +68,8 @@ def check_config(cfg: DictConfig) -> None:
             raise BadInput(f"model.{key}={model[key]} cannot work: it must be {what}. Use e.g. model.{key}={example}.")
     for key in ("lr", "lr_g", "lr_d"):
         value = cfg.model.get(key)
+        if key != "lr" and value is None:  # null: lr
+            continue
         if not isinstance(value, (int, float)) or value <= 0:
             raise BadInput(
                 f"model.{key} must be a positive number, got {value}. It is Adam's step size: use e.g. "

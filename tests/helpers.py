@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -16,6 +17,11 @@ def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
     """The config train.py would get for these overrides, with `output_dir` as its run folder."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=[f"output_dir={output_dir}", *overrides])
+
+
+def dcgan(**settings):
+    """The model conf/model/dcgan.yaml makes, with `settings` changed: what a test does not set is the project's."""
+    return instantiate(compose_config().model, **settings)
 
 
 def run_train(*overrides: str, env: dict | None = None, check: bool = True, timeout: int = 600):

@@ -6,7 +6,8 @@ import torch
 
 from dcgan.data import MNISTDataModule
 from dcgan.models import Discriminator, Generator
-from dcgan.module import DCGAN, instance_noise_std
+from dcgan.module import instance_noise_std
+from tests.helpers import dcgan
 
 
 def quiet_trainer(steps: int) -> pl.Trainer:
@@ -36,7 +37,7 @@ def test_discriminator_gives_one_logit_per_image():
 
 
 def test_widths_are_configurable():
-    small, large = DCGAN(g_width=8, d_width=8), DCGAN(g_width=32, d_width=32)
+    small, large = dcgan(g_width=8, d_width=8), dcgan(g_width=32, d_width=32)
 
     def count(m):
         return sum(p.numel() for p in m.parameters())
@@ -46,16 +47,16 @@ def test_widths_are_configurable():
 
 
 def test_dcgan_init_draws_conv_weights_from_n0_002():
-    w = DCGAN(g_width=64).generator.net[3].weight  # 128 -> 64 transposed conv: 131k weights
+    w = dcgan(g_width=64).generator.net[3].weight  # 128 -> 64 transposed conv: 131k weights
     assert abs(w.mean().item()) < 1e-3
     assert w.std().item() == pytest.approx(0.02, rel=0.05)
 
 
 def test_label_smoothing_targets_lie_in_the_configured_range():
-    targets = DCGAN(label_smoothing=(0.7, 0.9)).real_targets(10_000)
+    targets = dcgan(label_smoothing=(0.7, 0.9)).real_targets(10_000)
     assert targets.min() >= 0.7 and targets.max() <= 0.9
     assert targets.min() < 0.72 and targets.max() > 0.88  # drawn per sample across the range
-    assert torch.equal(DCGAN(label_smoothing=None).real_targets(10), torch.ones(10))
+    assert torch.equal(dcgan(label_smoothing=None).real_targets(10), torch.ones(10))
 
 
 def test_instance_noise_std_anneals_linearly_to_zero():
@@ -102,7 +103,7 @@ def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
         enable_model_summary=False,
         callbacks=[probe],
     )
-    trainer.fit(DCGAN(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
+    trainer.fit(dcgan(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
     before_d, before_g, after_batch = probe.snapshots
     assert probe.stepped == ["discriminator", "generator"]
     grads_at_d_step, grads_at_g_step = probe.grads
@@ -116,7 +117,8 @@ def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
     assert changed_networks(before_g, after_batch) == {"generator"}
     assert trainer.global_step == 2  # Lightning counts both optimizer steps
     # toggled_optimizer restores requires_grad, so neither network is left frozen
-    assert all(p.requires_grad for p in trainer.lightning_module.parameters())
+    gan = trainer.lightning_module
+    assert all(p.requires_grad for net in (gan.generator, gan.discriminator) for p in net.parameters())
 
 
 def test_minibatch_std_channel_is_the_spread_within_each_group_of_four():
@@ -173,7 +175,7 @@ def test_infogan_head_gives_code_logits_per_image_also_when_packed():
 def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
     """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
     torch.manual_seed(0)
-    model = DCGAN(
+    model = dcgan(
         g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
     )
     trainer = quiet_trainer(steps=150)
@@ -187,7 +189,7 @@ def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
 
 def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
     torch.manual_seed(0)
-    model = DCGAN(g_width=8, d_width=8, sample_bn="batch")
+    model = dcgan(g_width=8, d_width=8, sample_bn="batch")
     norm = model.generator.net[1]
     norm.running_mean.fill_(3.0)  # far from any batch's mean, so the two modes differ
     before = {name: buffer.clone() for name, buffer in model.generator.named_buffers()}
@@ -202,7 +204,7 @@ def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
 
 
 def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
-    model = DCGAN(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
+    model = dcgan(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
     data = MNISTDataModule(mnist_root, batch_size=16)
     trainer = quiet_trainer(steps=2)
     trainer.fit(model, datamodule=data)  # 2 training steps: before the start

@@ -9,8 +9,7 @@ import torch
 
 from bench.throughput import device_summary
 from dcgan.data import MNISTDataModule
-from dcgan.module import DCGAN
-from tests.helpers import compose_config, load_checkpoint, only_child, run_script, run_train
+from tests.helpers import compose_config, dcgan, load_checkpoint, only_child, run_script, run_train
 from train import train
 
 
@@ -22,8 +21,8 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("channels_last, mode", [(False, True), (True, "reduce-overhead")])
 def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last, mode):
     torch.manual_seed(0)
-    eager = DCGAN(g_width=16, d_width=16, channels_last=channels_last)
-    compiled = DCGAN(g_width=16, d_width=16, channels_last=channels_last, compile=mode)
+    eager = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None)
+    compiled = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None, compile=mode)
     compiled.load_state_dict(eager.state_dict())  # the same keys: compiling in place leaves checkpoints alone
     z, real = torch.randn(32, 100), torch.rand(32, 1, 28, 28) * 2 - 1
     outputs = []
@@ -92,7 +91,7 @@ class WeightsAfterEachStep(pl.Callback):
 
 def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):
     probe = WeightsAfterEachStep()
-    model = DCGAN(g_width=16, d_width=16, ema_decay=0.75)
+    model = dcgan(g_width=16, d_width=16, ema_decay=0.75, ema_start_step=0)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=2 * 3,

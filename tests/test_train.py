@@ -169,5 +169,5 @@ def test_multirun_gives_one_numbered_folder_per_job_and_lists_its_values(mnist_r
     assert {row.split(" | ")[1] for row in rows if row.split(" | ")[0] in ("| 0", "| 1")} == {"0.0001", "0.0004"}
     for job, lr in zip(jobs, (1e-4, 4e-4), strict=True):
         ckpt = load_checkpoint(job / "checkpoints" / "last.ckpt")
-        assert ckpt["hyper_parameters"]["lr_g"] == lr and ckpt["hyper_parameters"]["lr_d"] == lr
+        assert [state["param_groups"][0]["lr"] for state in ckpt["optimizer_states"]] == [lr, lr]
         assert (job / "tensorboard").is_dir() and list((job / "samples").glob("*.png"))

@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+SMOKE_STEPS = 20  # experiment=smoke (conftest.py's smoke_run): 2 epochs of 10 training steps
 
 
 def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
@@ -52,3 +54,13 @@ def only_child(folder: Path) -> Path:
 
 def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and containers only
+
+
+def last_ckpt(run: Path) -> Path:
+    return run / "checkpoints" / "last.ckpt"
+
+
+def events(run: Path) -> EventAccumulator:
+    """The run's TensorBoard log, with every scalar and image it holds."""
+    (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
+    return EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0}).Reload()

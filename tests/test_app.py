@@ -32,7 +32,7 @@ NEW_IMAGE = """([id, old]) => { const img = document.querySelector(`#${id} img`)
 
 
 def grid_size(n: int, columns: int) -> tuple[int, int]:
-    """The pixel size of a grid of n digits: 28 pixels each, 2 apart and around (as tests/test_train.py checks)."""
+    """The pixel size of a grid of n digits: 28 pixels each, 2 apart and around (as tests/test_callbacks.py checks)."""
     return columns * 30 + 2, -(-n // columns) * 30 + 2
 
 

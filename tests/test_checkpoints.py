@@ -1,4 +1,5 @@
-"""A kill -9 in the middle of writing a checkpoint leaves the previous one whole."""
+"""Checkpoints (dcgan/checkpoints.py): what a run's checkpoints hold and when they are written, and a kill -9 in
+the middle of writing one leaves the previous one whole."""
 
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from dcgan.checkpoints import AtomicCheckpointIO, saved_at
-from tests.helpers import REPO, compose_config, only_child, run_train
+from tests.helpers import REPO, SMOKE_STEPS, compose_config, load_checkpoint, only_child, run_train
 
 # Saves version 1, then starts saving version 2 with a torch.save that stops half way and waits to be killed.
 WRITER = """
@@ -88,3 +89,14 @@ def test_last_checkpoint_holds_the_final_step_when_the_last_epoch_is_off_schedul
     checkpoints = only_child(tmp_path / "runs") / "checkpoints"
     assert [p.name for p in checkpoints.glob("*.ckpt")] == ["last.ckpt"]
     assert saved_at(checkpoints / "last.ckpt") == {"path": str(checkpoints / "last.ckpt"), "step": 6, "epoch": 2}
+
+
+def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):
+    ckpts = smoke_run / "checkpoints"
+    assert {p.name for p in ckpts.glob("*.ckpt")} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
+    last = load_checkpoint(ckpts / "last.ckpt")
+    assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
+    assert last["state_dict"]["fixed_noise"].shape == (64, 100)
+    assert any(k.startswith("generator.") for k in last["state_dict"])
+    assert any(k.startswith("discriminator.") for k in last["state_dict"])
+    assert len(last["optimizer_states"]) == 2

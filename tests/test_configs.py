@@ -1,9 +1,10 @@
-"""Every option of every config group composes, and the composed configs instantiate."""
+"""Every option of every config group composes, and the composed configs instantiate; the presets train."""
 
 import json
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -56,34 +57,6 @@ def test_gpu_trainer_uses_bf16_and_cpu_trainer_uses_cpu():
     assert compose_config("trainer=ddp").trainer.strategy._target_ == "dcgan.distributed.GANDDPStrategy"
 
 
-@pytest.mark.parametrize(
-    "flags,expected",
-    [
-        ({"avx512_bf16"}, "bf16-mixed"),
-        ({"amx_bf16"}, "bf16-mixed"),
-        ({"avx512f", "avx2"}, "32-true"),
-        (set(), "32-true"),
-    ],
-)
-def test_default_precision_is_bf16_only_on_cpus_with_bf16_instructions(flags, expected, monkeypatch):
-    monkeypatch.setattr("dcgan.machine.cpu_flags", lambda: flags)
-    trainer_cfg = compose_config("trainer.accelerator=cpu").trainer
-    assert trainer_cfg.precision == "auto"
-    pick_precision(trainer_cfg)
-    assert trainer_cfg.precision == expected
-    explicit = compose_config("trainer.accelerator=cpu", "trainer.precision=32-true").trainer
-    pick_precision(explicit)
-    assert explicit.precision == "32-true"  # a precision the user gave stays as given
-
-
-def test_lr_sets_both_learning_rates_unless_each_is_given():
-    assert instantiate(compose_config("model.lr=1e-3").model).learning_rates() == (1e-3, 1e-3)
-    cfg = compose_config("model.lr=1e-3", "model.lr_d=4e-4")
-    opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
-    assert opt_g.param_groups[0]["lr"] == 1e-3 and opt_d.param_groups[0]["lr"] == 4e-4
-    assert opt_g.param_groups[0]["betas"] == tuple(cfg.model.betas)
-
-
 def test_seed_repro_is_the_reference_setup():
     cfg = compose_config("experiment=seed_repro")
     assert cfg.trainer.max_epochs == 150
@@ -134,3 +107,30 @@ def test_each_preset_trains_briefly_with_its_own_model(preset, mnist_root, tmp_p
     }
     metrics = json.loads((run / "final_metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["metric/fid"] > 0
+
+
+def test_cpu_fast_preset_trains_a_conditional_gan_in_bf16(mnist_root, classifier_path, tmp_path):
+    cfg = compose_config("experiment=cpu_fast")
+    assert (cfg.trainer.accelerator, cfg.trainer.precision, cfg.model.num_classes) == ("cpu", "bf16-mixed", 10)
+    assert cfg.trainer.max_time  # a wall-clock cap, whatever the machine
+    # With an EMA generator too, to check that it trains and is saved under bf16.
+    run_train(
+        "experiment=cpu_fast",
+        "model.ema_decay=0.9",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=6",
+        "callbacks.quality.num_samples=500",
+        "callbacks.sample_grid.every_n_steps=3",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        f"output_root={tmp_path}",
+    )
+    run = only_child(tmp_path / "runs")
+    checkpoint = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert checkpoint["hyper_parameters"]["ema_decay"] == 0.9
+    ema = checkpoint["state_dict"]["generator_ema.module.net.0.weight"]
+    assert not torch.equal(ema, checkpoint["state_dict"]["generator.net.0.weight"])
+    assert ema.dtype == torch.float32  # bf16 autocast computes in bf16 but keeps the weights in fp32
+    metrics = json.loads((run / "final_metrics.json").read_text())
+    assert {"metric/fid", "metric/label_accuracy", "metric/min_digit_share"} <= metrics.keys()
+    assert len(list((run / "samples").glob("step_*.png"))) == 2

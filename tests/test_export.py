@@ -14,7 +14,7 @@ from PIL import Image
 
 from dcgan.checkpoints import load_gan
 from tests.conftest import smoke_train
-from tests.helpers import run_script
+from tests.helpers import last_ckpt, run_script
 
 # Runs in the export folder (sys.path[0] is that folder): the card's first block, with the test's inputs put
 # in place of its own, then each file's block, for two batch sizes.
@@ -37,10 +37,6 @@ assert importlib.util.find_spec("dcgan") is None, "dcgan is importable here"
 assert not [m for m in sys.modules if m.split(".")[0] == "dcgan"], "dcgan was imported"
 np.savez(sys.argv[2], **results)
 """
-
-
-def last_ckpt(run):
-    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,12 @@
-"""generate.py, evaluate.py and the run reports, on checkpoints of real (short) training runs."""
-
-import json
-import shutil
+"""generate.py on checkpoints of real (short) training runs: arrays, grids and latent walks, and its messages
+for a bad checkpoint or impossible options."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import run_script
-
-
-def last_ckpt(run):
-    return run / "checkpoints" / "last.ckpt"
+from tests.helpers import last_ckpt, run_script
 
 
 def test_npz_holds_uint8_digits_like_mnist(smoke_run, tmp_path):
@@ -93,51 +87,3 @@ def test_impossible_options_get_one_line_naming_them(smoke_run, tmp_path, option
     )
     assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "x.png").exists()
-
-
-def test_evaluate_reports_the_metric_for_a_checkpoint_and_for_real_data(
-    smoke_run, mnist_root, classifier_path, tmp_path
-):
-    common = [f"data.root={mnist_root}", f"classifier_path={classifier_path}", "num_samples=2000"]
-    real = run_script("evaluate.py", "real=true", *common, f"output={tmp_path / 'real.json'}")
-    assert "Frechet distance" in real.stdout and "digit shares" in real.stdout
-    fake = run_script("evaluate.py", f"ckpt_path={last_ckpt(smoke_run)}", *common, f"output={tmp_path / 'fake.json'}")
-    floor, scores = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("real", "fake"))
-    assert floor["fid"] < 5 and scores["fid"] > 20  # 20 tiny steps are far from real digits
-    assert str(last_ckpt(smoke_run)) in fake.stdout
-
-
-def test_cgan_metric_includes_label_accuracy(cgan_smoke_run, mnist_root, classifier_path, tmp_path):
-    run_script(
-        "evaluate.py",
-        f"ckpt_path={last_ckpt(cgan_smoke_run)}",
-        f"data.root={mnist_root}",
-        f"classifier_path={classifier_path}",
-        "num_samples=1000",
-        f"output={tmp_path / 'm.json'}",
-    )
-    assert 0 <= json.loads((tmp_path / "m.json").read_text())["label_accuracy"] <= 1
-
-
-def test_run_folder_gets_its_gif_and_curves(smoke_run):
-    grids = sorted((smoke_run / "samples").glob("*.png"))
-    with Image.open(smoke_run / "progress.gif") as gif:
-        assert gif.n_frames == len(grids) == 4
-        assert gif.size == (8 * 30 + 2, 8 * 30 + 2 + 14)  # the grid and a label strip
-    with Image.open(smoke_run / "curves.png") as curves:
-        assert curves.width > 800
-
-
-def test_reports_rebuild_from_any_run_folder(smoke_run, tmp_path):
-    copy = tmp_path / "run"
-    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("*.gif", "curves.png", "checkpoints"))
-    result = run_script("-m", "dcgan.reports", str(copy), "--max-frames", "3")
-    assert "progress.gif" in result.stdout and "curves.png" in result.stdout
-    with Image.open(copy / "progress.gif") as gif:
-        assert gif.n_frames == 3
-    assert (copy / "curves.png").stat().st_size > 10_000
-
-
-def test_cgan_grids_have_one_row_per_digit(cgan_smoke_run):
-    with Image.open(sorted((cgan_smoke_run / "samples").glob("*.png"))[-1]) as grid:
-        assert grid.size == (8 * 30 + 2, 10 * 30 + 2)  # 80 fixed samples: 10 rows (digits 0-9) of 8

@@ -1,25 +1,11 @@
-"""The networks, the GAN's training step and its stabilisation tricks."""
+"""The networks (dcgan/models.py): shapes, widths, DCGAN's init, the minibatch standard deviation, packing and
+InfoGAN's code. The GAN that trains them is tests/test_module.py's."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
-from dcgan.data import MNISTDataModule
 from dcgan.models import Discriminator, Generator
-from dcgan.module import instance_noise_std
 from tests.helpers import dcgan
-
-
-def quiet_trainer(steps: int) -> pl.Trainer:
-    """A CPU trainer for `steps` training steps (two optimizer steps each) that writes and shows nothing."""
-    return pl.Trainer(
-        max_steps=2 * steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def test_generator_maps_latents_to_28x28_images_in_tanh_range():
@@ -50,75 +36,6 @@ def test_dcgan_init_draws_conv_weights_from_n0_002():
     w = dcgan(g_width=64).generator.net[3].weight  # 128 -> 64 transposed conv: 131k weights
     assert abs(w.mean().item()) < 1e-3
     assert w.std().item() == pytest.approx(0.02, rel=0.05)
-
-
-def test_label_smoothing_targets_lie_in_the_configured_range():
-    targets = dcgan(label_smoothing=(0.7, 0.9)).real_targets(10_000)
-    assert targets.min() >= 0.7 and targets.max() <= 0.9
-    assert targets.min() < 0.72 and targets.max() > 0.88  # drawn per sample across the range
-    assert torch.equal(dcgan(label_smoothing=None).real_targets(10), torch.ones(10))
-
-
-def test_instance_noise_std_anneals_linearly_to_zero():
-    assert instance_noise_std(0, 0.1, 1000) == pytest.approx(0.1)
-    assert instance_noise_std(250, 0.1, 1000) == pytest.approx(0.075)
-    assert instance_noise_std(500, 0.1, 1000) == pytest.approx(0.05)
-    assert instance_noise_std(1000, 0.1, 1000) == 0.0
-    assert instance_noise_std(5000, 0.1, 1000) == 0.0
-    assert instance_noise_std(0, 0.1, 0) == 0.0  # no annealing window: off
-
-
-class ParameterProbe(pl.Callback):
-    """Records, before each optimizer step, all weights and gradients; and all weights after each batch."""
-
-    def __init__(self):
-        self.snapshots, self.grads, self.stepped = [], [], []
-
-    @staticmethod
-    def weights(pl_module):
-        return {name: p.detach().clone() for name, p in pl_module.named_parameters()}
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        first_param = optimizer.param_groups[0]["params"][0]
-        self.stepped.append("generator" if first_param is next(pl_module.generator.parameters()) else "discriminator")
-        self.snapshots.append(self.weights(pl_module))
-        self.grads.append({name: p.grad.clone() for name, p in pl_module.named_parameters() if p.grad is not None})
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.snapshots.append(self.weights(pl_module))
-
-
-def changed_networks(before: dict, after: dict) -> set[str]:
-    return {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
-
-
-def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
-    probe = ParameterProbe()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[probe],
-    )
-    trainer.fit(dcgan(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
-    before_d, before_g, after_batch = probe.snapshots
-    assert probe.stepped == ["discriminator", "generator"]
-    grads_at_d_step, grads_at_g_step = probe.grads
-    # The D step computes no gradients for G (its fakes are detached) ...
-    assert {name.split(".")[0] for name in grads_at_d_step} == {"discriminator"}
-    # ... and the G step adds none to D (D's weights are toggled off): D's gradients are still the D step's.
-    for name, grad in grads_at_d_step.items():
-        assert torch.equal(grads_at_g_step[name], grad), name
-    assert any(name.startswith("generator") for name in grads_at_g_step)
-    assert changed_networks(before_d, before_g) == {"discriminator"}
-    assert changed_networks(before_g, after_batch) == {"generator"}
-    assert trainer.global_step == 2  # Lightning counts both optimizer steps
-    # toggled_optimizer restores requires_grad, so neither network is left frozen
-    gan = trainer.lightning_module
-    assert all(p.requires_grad for net in (gan.generator, gan.discriminator) for p in net.parameters())
 
 
 def test_minibatch_std_channel_is_the_spread_within_each_group_of_four():
@@ -170,48 +87,3 @@ def test_infogan_head_gives_code_logits_per_image_also_when_packed():
     swapped = x.clone()
     swapped[[0, 1]] = x[[2, 3]]  # the first pack now holds the second pack's images: so do its code rows
     torch.testing.assert_close(d(swapped, with_codes=True)[1][:2], code_logits[2:4])
-
-
-def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
-    """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
-    torch.manual_seed(0)
-    model = dcgan(
-        g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
-    )
-    trainer = quiet_trainer(steps=150)
-    trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
-    z = torch.randn(512, 100)
-    with torch.no_grad():
-        _, code_logits = model.discriminator.eval()(model.generator.eval()(z), with_codes=True)
-    accuracy = (code_logits.argmax(1) == model.generator.code(z)).float().mean().item()
-    assert accuracy > 0.8
-
-
-def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
-    torch.manual_seed(0)
-    model = dcgan(g_width=8, d_width=8, sample_bn="batch")
-    norm = model.generator.net[1]
-    norm.running_mean.fill_(3.0)  # far from any batch's mean, so the two modes differ
-    before = {name: buffer.clone() for name, buffer in model.generator.named_buffers()}
-    z = torch.randn(16, 100)
-    batch_mode = model.generate(z)
-    assert all(torch.equal(before[name], buffer) for name, buffer in model.generator.named_buffers())
-    assert model.generator.training and norm.track_running_stats  # restored
-    model.generator.train()
-    torch.testing.assert_close(batch_mode, model.generator(z))  # what training mode computes
-    model.hparams.sample_bn = "running"
-    assert not torch.allclose(model.generate(z), batch_mode, atol=1e-3)
-
-
-def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
-    model = dcgan(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
-    data = MNISTDataModule(mnist_root, batch_size=16)
-    trainer = quiet_trainer(steps=2)
-    trainer.fit(model, datamodule=data)  # 2 training steps: before the start
-    assert model.generator_ema.n_averaged.item() == 0
-    z = torch.randn(4, 100)
-    model.generator.eval()
-    torch.testing.assert_close(model.generate(z), model.generator(z))  # samples come from G until then
-    trainer = quiet_trainer(steps=5)
-    trainer.fit(model, datamodule=data)  # steps 3, 4, 5
-    assert model.generator_ema.n_averaged.item() == 3

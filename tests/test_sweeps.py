@@ -1,5 +1,5 @@
-"""Sweeps beyond one process: parallel jobs (joblib), submitit, an Optuna search over the learning rates,
-and the summary table every sweep leaves in its folder."""
+"""Sweeps (`train.py -m`, dcgan/sweeps.py): one numbered folder per job, parallel jobs (joblib), submitit, an
+Optuna search over the learning rates, and the summary table every sweep leaves in its folder."""
 
 import csv
 import json
@@ -7,7 +7,7 @@ import json
 import yaml
 from hydra import compose, initialize_config_dir
 
-from tests.helpers import CONF, only_child, run_train
+from tests.helpers import CONF, load_checkpoint, only_child, run_train
 
 TINY = (
     "experiment=smoke",
@@ -22,6 +22,32 @@ TINY = (
 
 def jobs(sweep):
     return sorted((p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: int(p.name))
+
+
+def test_multirun_gives_one_numbered_folder_per_job_and_lists_its_values(mnist_root, classifier_path, tmp_path):
+    run_train(
+        "-m",
+        "experiment=smoke",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "model.lr=1e-4,4e-4",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        f"output_root={tmp_path}",
+    )
+    sweep = only_child(tmp_path / "multirun")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [job.name for job in jobs] == ["0", "1"]
+    rows = [
+        line
+        for line in (sweep / "summary.md").read_text().splitlines()
+        if line.startswith("| ") and "model.lr" not in line
+    ]
+    assert {row.split(" | ")[1] for row in rows if row.split(" | ")[0] in ("| 0", "| 1")} == {"0.0001", "0.0004"}
+    for job, lr in zip(jobs, (1e-4, 4e-4), strict=True):
+        ckpt = load_checkpoint(job / "checkpoints" / "last.ckpt")
+        assert [state["param_groups"][0]["lr"] for state in ckpt["optimizer_states"]] == [lr, lr]
+        assert (job / "tensorboard").is_dir() and list((job / "samples").glob("*.png"))
 
 
 def test_optuna_searches_the_learning_rates_in_parallel_jobs_and_minimises_what_train_py_returns(mnist_root, tmp_path):

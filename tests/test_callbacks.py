@@ -1,5 +1,7 @@
-"""The reference script's files (SeedStyleFiles, experiment=seed_repro) from a real short training run."""
+"""The training callbacks (dcgan/callbacks.py) in real short runs: the sample grids, the log lines of
+train.log, and the reference script's files (SeedStyleFiles, experiment=seed_repro)."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -8,6 +10,39 @@ from dcgan.checkpoints import load_gan
 from dcgan.models import Discriminator, Generator
 from tests.conftest import smoke_train
 from tests.helpers import compose_config
+
+
+def test_smoke_run_writes_sample_grids_named_by_step(smoke_run):
+    grids = sorted((smoke_run / "samples").glob("*.png"))
+    # every 5 steps, and at each epoch end (steps 10 and 20 coincide with the 5-step grids)
+    assert [g.name for g in grids] == [
+        "step_0000005_epoch_001.png",
+        "step_0000010_epoch_001.png",
+        "step_0000015_epoch_002.png",
+        "step_0000020_epoch_002.png",
+    ]
+    with Image.open(grids[-1]) as grid:
+        assert grid.size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 digits of 28 px, 2 px padding
+        pixels = np.asarray(grid.convert("L"), dtype=np.float32)
+    assert pixels.std() > 10  # an image with content, not a blank
+
+
+def test_cgan_grids_have_one_row_per_digit(cgan_smoke_run):
+    with Image.open(sorted((cgan_smoke_run / "samples").glob("*.png"))[-1]) as grid:
+        assert grid.size == (8 * 30 + 2, 10 * 30 + 2)  # 80 fixed samples: 10 rows (digits 0-9) of 8
+
+
+def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script(smoke_run):
+    text = (smoke_run / "train.log").read_text()  # written by logging, so also when stdout is not a terminal
+    steps = [int(line.split("step ")[1].split(",")[0]) for line in text.splitlines() if "loss_D" in line]
+    assert steps == [5, 10, 15, 20]  # experiment=smoke: trainer.log_every_n_steps=5
+    assert all(k in text for k in ("loss_G", "D(x)", "D(G(z))"))
+    for epoch, step in ((1, 10), (2, 20)):
+        assert f"epoch {epoch}/2 ended at step {step}" in text
+    assert text.count(": FID ") == 3 and "rarest digit" in text  # two epochs and the summary
+    summary = text[text.index("Training ended at step 20 after") :]
+    last = smoke_run / "checkpoints" / "last.ckpt"
+    assert f"python train.py ckpt_path={last}" in summary and f"python evaluate.py ckpt_path={last}" in summary
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,279 @@
+"""The GAN's LightningModule (dcgan/module.py): its training step and learning rates, the stabilisation tricks
+(label smoothing, instance noise, the moving average of G), sampling, and compiled networks that compute what
+eager ones do."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from dcgan.data import MNISTDataModule
+from dcgan.module import instance_noise_std
+from tests.helpers import compose_config, dcgan, load_checkpoint, only_child, run_train
+from train import train
+
+
+def quiet_trainer(steps: int) -> pl.Trainer:
+    """A CPU trainer for `steps` training steps (two optimizer steps each) that writes and shows nothing."""
+    return pl.Trainer(
+        max_steps=2 * steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+class ParameterProbe(pl.Callback):
+    """Records, before each optimizer step, all weights and gradients; and all weights after each batch."""
+
+    def __init__(self):
+        self.snapshots, self.grads, self.stepped = [], [], []
+
+    @staticmethod
+    def weights(pl_module):
+        return {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        first_param = optimizer.param_groups[0]["params"][0]
+        self.stepped.append("generator" if first_param is next(pl_module.generator.parameters()) else "discriminator")
+        self.snapshots.append(self.weights(pl_module))
+        self.grads.append({name: p.grad.clone() for name, p in pl_module.named_parameters() if p.grad is not None})
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.snapshots.append(self.weights(pl_module))
+
+
+def changed_networks(before: dict, after: dict) -> set[str]:
+    return {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+
+
+def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
+    probe = ParameterProbe()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
+    )
+    trainer.fit(dcgan(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
+    before_d, before_g, after_batch = probe.snapshots
+    assert probe.stepped == ["discriminator", "generator"]
+    grads_at_d_step, grads_at_g_step = probe.grads
+    # The D step computes no gradients for G (its fakes are detached) ...
+    assert {name.split(".")[0] for name in grads_at_d_step} == {"discriminator"}
+    # ... and the G step adds none to D (D's weights are toggled off): D's gradients are still the D step's.
+    for name, grad in grads_at_d_step.items():
+        assert torch.equal(grads_at_g_step[name], grad), name
+    assert any(name.startswith("generator") for name in grads_at_g_step)
+    assert changed_networks(before_d, before_g) == {"discriminator"}
+    assert changed_networks(before_g, after_batch) == {"generator"}
+    assert trainer.global_step == 2  # Lightning counts both optimizer steps
+    # toggled_optimizer restores requires_grad, so neither network is left frozen
+    gan = trainer.lightning_module
+    assert all(p.requires_grad for net in (gan.generator, gan.discriminator) for p in net.parameters())
+
+
+def test_lr_sets_both_learning_rates_unless_each_is_given():
+    assert instantiate(compose_config("model.lr=1e-3").model).learning_rates() == (1e-3, 1e-3)
+    cfg = compose_config("model.lr=1e-3", "model.lr_d=4e-4")
+    opt_g, opt_d = instantiate(cfg.model).configure_optimizers()
+    assert opt_g.param_groups[0]["lr"] == 1e-3 and opt_d.param_groups[0]["lr"] == 4e-4
+    assert opt_g.param_groups[0]["betas"] == tuple(cfg.model.betas)
+
+
+def test_label_smoothing_targets_lie_in_the_configured_range():
+    targets = dcgan(label_smoothing=(0.7, 0.9)).real_targets(10_000)
+    assert targets.min() >= 0.7 and targets.max() <= 0.9
+    assert targets.min() < 0.72 and targets.max() > 0.88  # drawn per sample across the range
+    assert torch.equal(dcgan(label_smoothing=None).real_targets(10), torch.ones(10))
+
+
+def test_instance_noise_std_anneals_linearly_to_zero():
+    assert instance_noise_std(0, 0.1, 1000) == pytest.approx(0.1)
+    assert instance_noise_std(250, 0.1, 1000) == pytest.approx(0.075)
+    assert instance_noise_std(500, 0.1, 1000) == pytest.approx(0.05)
+    assert instance_noise_std(1000, 0.1, 1000) == 0.0
+    assert instance_noise_std(5000, 0.1, 1000) == 0.0
+    assert instance_noise_std(0, 0.1, 0) == 0.0  # no annealing window: off
+
+
+def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
+    """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
+    torch.manual_seed(0)
+    model = dcgan(
+        g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
+    )
+    trainer = quiet_trainer(steps=150)
+    trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
+    z = torch.randn(512, 100)
+    with torch.no_grad():
+        _, code_logits = model.discriminator.eval()(model.generator.eval()(z), with_codes=True)
+    accuracy = (code_logits.argmax(1) == model.generator.code(z)).float().mean().item()
+    assert accuracy > 0.8
+
+
+def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
+    torch.manual_seed(0)
+    model = dcgan(g_width=8, d_width=8, sample_bn="batch")
+    norm = model.generator.net[1]
+    norm.running_mean.fill_(3.0)  # far from any batch's mean, so the two modes differ
+    before = {name: buffer.clone() for name, buffer in model.generator.named_buffers()}
+    z = torch.randn(16, 100)
+    batch_mode = model.generate(z)
+    assert all(torch.equal(before[name], buffer) for name, buffer in model.generator.named_buffers())
+    assert model.generator.training and norm.track_running_stats  # restored
+    model.generator.train()
+    torch.testing.assert_close(batch_mode, model.generator(z))  # what training mode computes
+    model.hparams.sample_bn = "running"
+    assert not torch.allclose(model.generate(z), batch_mode, atol=1e-3)
+
+
+class WeightsAfterEachStep(pl.Callback):
+    def __init__(self):
+        self.weights = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.weights.append({k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()})
+
+
+def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):
+    probe = WeightsAfterEachStep()
+    model = dcgan(g_width=16, d_width=16, ema_decay=0.75, ema_start_step=0)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=2 * 3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[probe],
+    )
+    trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=16))
+    first, second, third = (w["net.0.weight"] for w in probe.weights)
+    # The first update copies G; each later one moves the average a quarter of the way to G.
+    expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third
+    torch.testing.assert_close(model.generator_ema.module.net[0].weight, expected)
+    assert not torch.allclose(expected, third)
+    # The BatchNorm statistics are averaged too, and generate() draws from the average.
+    z = torch.randn(8, 100)
+    model.generator_ema.module.eval()
+    torch.testing.assert_close(model.generate(z), model.generator_ema.module(z))
+    assert not torch.allclose(model.generate(z), model.generator.eval()(z))
+    assert any(key.startswith("generator_ema.") for key in model.state_dict())  # so checkpoints keep it
+
+
+def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
+    model = dcgan(g_width=8, d_width=8, ema_decay=0.5, ema_start_step=3)
+    data = MNISTDataModule(mnist_root, batch_size=16)
+    trainer = quiet_trainer(steps=2)
+    trainer.fit(model, datamodule=data)  # 2 training steps: before the start
+    assert model.generator_ema.n_averaged.item() == 0
+    z = torch.randn(4, 100)
+    model.generator.eval()
+    torch.testing.assert_close(model.generate(z), model.generator(z))  # samples come from G until then
+    trainer = quiet_trainer(steps=5)
+    trainer.fit(model, datamodule=data)  # steps 3, 4, 5
+    assert model.generator_ema.n_averaged.item() == 3
+
+
+def test_a_run_with_an_average_resumes_without_one_and_back(smoke_run, mnist_root, classifier_path, tmp_path):
+    common = (
+        "experiment=smoke",
+        f"data.root={mnist_root}",
+        f"classifier_path={classifier_path}",
+        "callbacks.quality=null",
+    )
+    averaged = smoke_run / "checkpoints" / "last.ckpt"  # the default keeps an average of G
+    assert any(key.startswith("generator_ema.") for key in load_checkpoint(averaged)["state_dict"])
+    run_train(
+        *common,
+        f"ckpt_path={averaged}",
+        "model.ema_decay=null",
+        "trainer.max_epochs=3",
+        f"output_root={tmp_path / 'plain'}",
+    )
+    plain = only_child(tmp_path / "plain" / "runs") / "checkpoints" / "last.ckpt"
+    assert not any(key.startswith("generator_ema.") for key in load_checkpoint(plain)["state_dict"])
+    run_train(
+        *common,
+        f"ckpt_path={plain}",
+        "model.ema_decay=0.9",
+        "model.ema_start_step=0",
+        "trainer.max_epochs=4",
+        f"output_root={tmp_path / 'ema'}",
+    )
+    state = load_checkpoint(only_child(tmp_path / "ema" / "runs") / "checkpoints" / "last.ckpt")["state_dict"]
+    assert state["generator_ema.n_averaged"] == 10  # started anew at the resume, then 10 steps averaged
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+# reduce-overhead adds CUDA graphs on a GPU; on the CPU it compiles as the default mode does.
+@pytest.mark.parametrize("channels_last, mode", [(False, True), (True, "reduce-overhead")])
+def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last, mode):
+    torch.manual_seed(0)
+    eager = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None)
+    compiled = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None, compile=mode)
+    compiled.load_state_dict(eager.state_dict())  # the same keys: compiling in place leaves checkpoints alone
+    z, real = torch.randn(32, 100), torch.rand(32, 1, 28, 28) * 2 - 1
+    outputs = []
+    for model in (eager, compiled):
+        model.discriminator.eval()  # no dropout, so that both see the same network
+        fake = model.generator(z)  # G in training mode: BatchNorm on batch statistics
+        loss = model.discriminator(fake).mean() - model.discriminator(real).mean()
+        loss.backward()
+        outputs.append((fake, loss, grads(model)))
+    (fake_e, loss_e, grads_e), (fake_c, loss_c, grads_c) = outputs
+    torch.testing.assert_close(fake_c, fake_e, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+    assert grads_c.keys() == grads_e.keys()
+    for name in grads_e:
+        torch.testing.assert_close(grads_c[name], grads_e[name], rtol=1e-3, atol=1e-5, msg=name)
+    assert not torch.equal(grads_e["generator.net.0.weight"], torch.zeros_like(grads_e["generator.net.0.weight"]))
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(),
+                reason="CUDA graphs need a CUDA device (the cpu case runs the same mode without them)",
+            ),
+        ),
+    ],
+)
+def test_training_with_reduce_overhead_matches_eager_training(device, mnist_root, tmp_path):
+    # Real training steps (D toggled off in the G step, BatchNorm statistics updated inside the compiled code),
+    # fp32, no dropout: only the order of floating point operations may differ.
+    common = (
+        "experiment=smoke",
+        f"trainer.accelerator={device}",
+        "trainer.precision=32-true",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "data.batch_size=16",
+        "model.g_width=8",
+        "model.d_width=8",
+        "callbacks.sample_grid=null",
+        "callbacks.quality=null",
+        "callbacks.progress_bar=null",
+        f"data.root={mnist_root}",
+    )
+    states = []
+    for name, compile in (("eager", "false"), ("graphed", "reduce-overhead")):
+        train(compose_config(*common, f"model.compile={compile}", output_dir=str(tmp_path / name)))
+        states.append(load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")["state_dict"])
+    eager, graphed = states
+    assert eager.keys() == graphed.keys()
+    for name in eager:
+        torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -13,7 +13,7 @@ from tests.helpers import compose_config, dcgan, load_checkpoint, only_child, ru
 from train import train
 
 
-def quiet_trainer(steps: int) -> pl.Trainer:
+def quiet_trainer(steps: int, callbacks: tuple = ()) -> pl.Trainer:
     """A CPU trainer for `steps` training steps (two optimizer steps each) that writes and shows nothing."""
     return pl.Trainer(
         max_steps=2 * steps,
@@ -22,6 +22,7 @@ def quiet_trainer(steps: int) -> pl.Trainer:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=list(callbacks),
     )
 
 
@@ -51,15 +52,7 @@ def changed_networks(before: dict, after: dict) -> set[str]:
 
 def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
     probe = ParameterProbe()
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[probe],
-    )
+    trainer = quiet_trainer(steps=1, callbacks=[probe])
     trainer.fit(dcgan(g_width=16, d_width=16), datamodule=MNISTDataModule(mnist_root, batch_size=16))
     before_d, before_g, after_batch = probe.snapshots
     assert probe.stepped == ["discriminator", "generator"]
@@ -144,15 +137,7 @@ class WeightsAfterEachStep(pl.Callback):
 def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):
     probe = WeightsAfterEachStep()
     model = dcgan(g_width=16, d_width=16, ema_decay=0.75, ema_start_step=0)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=2 * 3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[probe],
-    )
+    trainer = quiet_trainer(steps=3, callbacks=[probe])
     trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=16))
     first, second, third = (w["net.0.weight"] for w in probe.weights)
     # The first update copies G; each later one moves the average a quarter of the way to G.

@@ -238,13 +238,24 @@ class DropLightningTip(logging.Filter):
         return not record.getMessage().startswith("💡 Tip")
 
 
-def quiet_lightning() -> None:
-    """Keep the console to the run: Lightning's advertising tip, and three warnings that a user can do nothing
-    about, each matched by its own message (other warnings still show)."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DropLightningTip())
+# One instance: Logger.addFilter skips a filter it already has, so train() may run many times in one process.
+DROP_LIGHTNING_TIP = DropLightningTip()
+
+# Warnings a user can do nothing about, each matched by its own message (a regular expression, as
+# warnings.filterwarnings takes it); tests/conftest.py gives pytest the same list.
+UNACTIONABLE_WARNINGS = (
     # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # The summary counts parameter bytes at 32 bits for bf16-mixed, which is right: the weights stay fp32.
-    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
+    "Precision bf16-mixed is not supported by the model summary",
     # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    "You're resuming from a checkpoint that ended before the epoch ended",
+)
+
+
+def quiet_lightning() -> None:
+    """Keep the console to the run: Lightning's advertising tip, and the warnings a user can do nothing about
+    (other warnings still show). Calling it again adds nothing."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DROP_LIGHTNING_TIP)
+    for message in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)  # an equal filter replaces the one before it

@@ -3,11 +3,19 @@ from pathlib import Path
 
 import pytest
 
+from dcgan.callbacks import UNACTIONABLE_WARNINGS
 from dcgan.data import ensure_mnist
 from dcgan.metrics import load_classifier
 from tests.helpers import only_child, run_train
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    # pytest resets the warning filters for each test, so quiet_lightning()'s reach only the tests that call
+    # train(), and only from then on: the tests that build a Trainer themselves get the same list here.
+    for message in UNACTIONABLE_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}")
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,15 @@
 """The training callbacks (dcgan/callbacks.py) in real short runs: the sample grids, the log lines of
 train.log, and the reference script's files (SeedStyleFiles, experiment=seed_repro)."""
 
+import logging
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dcgan.callbacks import DropLightningTip, quiet_lightning
 from dcgan.checkpoints import load_gan
 from dcgan.models import Discriminator, Generator
 from tests.conftest import smoke_train
@@ -95,3 +99,10 @@ def test_off_by_default_and_on_in_seed_repro(smoke_run):
     assert not (smoke_run / "seed_files").exists()
     files = compose_config("experiment=seed_repro").callbacks.seed_files
     assert files.enabled and (files.weights_every_n_epochs, files.image_every_n_epochs) == (5, 10)
+
+
+def test_quiet_lightning_adds_its_filters_once_however_often_train_runs():
+    quiet_lightning()
+    lightning, filters = logging.getLogger("pytorch_lightning.utilities.rank_zero"), list(warnings.filters)
+    quiet_lightning()
+    assert sum(isinstance(f, DropLightningTip) for f in lightning.filters) == 1 and warnings.filters == filters

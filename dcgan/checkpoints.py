@@ -119,7 +119,8 @@ class EpochCheckpoints(ModelCheckpoint):
     def on_train_end(self, trainer, pl_module):
         if self.save_last and self.dirpath:
             self.last_model_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-            trainer.save_checkpoint(self.last_model_path)
+            # As ModelCheckpoint's own saves do; unset, Lightning prints that it picked False.
+            trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

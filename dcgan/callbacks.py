@@ -1,5 +1,5 @@
 """Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report,
-and the reference script's own files."""
+the reference script's own files, and the networks' parameter table."""
 
 import logging
 import time
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 from torchvision.utils import make_grid, save_image
 
 from dcgan.checkpoints import plain_state_dict, write_atomically
@@ -231,6 +232,22 @@ class ProgressBar(TQDMProgressBar):
             name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("loss/", "d/"))
         }
         return super().get_metrics(trainer, pl_module) | scalars
+
+
+class ParameterSummary(ModelSummary):
+    """Lightning's table of the networks and their parameters, in the log, without its FLOPs column and total:
+    Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of (the summary
+    would pass it through the data module's hooks, made for MNIST batches), so every count read 0."""
+
+    @staticmethod
+    def summarize(
+        summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, **kwargs
+    ) -> None:
+        columns = [column for column in summary_data if column[0] != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
+        )
+        log.info("\n%s", "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
 
 
 class DropLightningTip(logging.Filter):

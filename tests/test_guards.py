@@ -20,7 +20,7 @@ SHORT = (
     "model.d_width=16",
     "callbacks.sample_grid.every_n_steps=null",
     "callbacks.progress_bar=null",
-    "+trainer.enable_model_summary=false",
+    "callbacks.model_summary=null",
 )
 
 

@@ -24,7 +24,7 @@ SHORT = (
     "trainer.deterministic=true",
     "callbacks.sample_grid.every_n_steps=null",
     "callbacks.progress_bar=null",
-    "+trainer.enable_model_summary=false",
+    "callbacks.model_summary=null",
 )
 
 

@@ -20,7 +20,16 @@ def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_
     )
     console = result.stdout + result.stderr
     assert "step 5, epoch 1: loss_D" in console and "Training ended at step 5" in console
-    for noise in ("💡 Tip", "LeafSpec", "not supported by the model summary", "Warning"):
+    assert "| discriminator | Discriminator |" in console and "Total params" in console  # the parameter table
+    for noise in (
+        "💡 Tip",
+        "LeafSpec",
+        "not supported by the model summary",
+        "Warning",
+        "FLOPs",
+        "Flops",
+        "weights_only",
+    ):
         assert noise not in console
 
 

@@ -31,7 +31,7 @@ TINY = (
     "model.g_width=8",
     "model.d_width=8",
     "callbacks.progress_bar=null",
-    "+trainer.enable_model_summary=false",
+    "callbacks.model_summary=null",
 )
 
 

@@ -94,6 +94,23 @@ def load_mnist_tensors(root: str | Path, train: bool) -> tuple[torch.Tensor, tor
     return dataset.data, dataset.targets
 
 
+def pixel_clusters(images: torch.Tensor, k: int, iterations: int = 25) -> torch.Tensor:
+    """Each image's cluster (N,) among `k`: k-means on the raw pixels, from k seeded images, on the CPU so that
+    every machine and DDP rank gets the same clusters. It reads pixels only, never the labels."""
+    x = images.flatten(1).float().cpu() / 255
+
+    def nearest(centers: torch.Tensor) -> torch.Tensor:  # |x - c|^2 less |x|^2, the same for every center
+        return (centers.square().sum(dim=1) - 2 * x @ centers.T).argmin(dim=1)
+
+    centers = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:k]]
+    for _ in range(iterations):
+        assigned = nearest(centers)
+        counts = torch.bincount(assigned, minlength=k).unsqueeze(1)
+        sums = torch.zeros_like(centers).index_add_(0, assigned, x)
+        centers = torch.where(counts > 0, sums / counts.clamp(min=1), centers)  # an empty cluster keeps its center
+    return nearest(centers)
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 28, 28) in [0, 255] -> float (N, 1, 28, 28) in [-1, 1], the range of the GAN's data."""
     return images.unsqueeze(1).float() / 127.5 - 1
@@ -159,6 +176,14 @@ class MNISTDataModule(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.train_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=True)))
         self.test_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=False)))
+
+    def label_with_clusters(self, k: int) -> torch.Tensor:
+        """Replace the training digits' labels by their pixel clusters (`pixel_clusters`), for a GAN that
+        conditions on those instead of on digits; returns each cluster's share of the digits (k,)."""
+        images, _ = self.train_set.tensors
+        clusters = pixel_clusters(images, k).to(images.device)
+        self.train_set = TensorDataset(images, clusters)
+        return torch.bincount(clusters, minlength=k).float().cpu() / len(clusters)
 
     def train_dataloader(self) -> DataLoader:
         # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.

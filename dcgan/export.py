@@ -44,6 +44,7 @@ def generator_arguments(gan: DCGAN) -> dict:
         "width": hp.g_width,
         "num_classes": hp.num_classes,
         "info_codes": hp.get("info_codes"),
+        "clusters": hp.get("clusters"),
     }
 
 

@@ -11,10 +11,12 @@ deviation channel (Karras et al., 2018) and packing several images into one
 D input (PacGAN, Lin et al., 2018). A third needs no labels either: with
 `info_codes` D also has a head that guesses which of that many categories G was
 given (InfoGAN, Chen et al., 2016), so that G learns to draw distinct kinds of image.
+With `clusters`, z picks one of that many clusters of the training images (found from their pixels, not
+their labels) and both networks see it as a conditional GAN sees the digit: G draws within a cluster,
+not between two (cluster-conditioned GANs: Sage et al., 2018; Liu et al., 2020).
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dcgan.dropout import ByteDropout
@@ -28,15 +30,27 @@ class Generator(nn.Module):
     """
 
     def __init__(
-        self, latent_dim: int = 100, width: int = 64, num_classes: int | None = None, info_codes: int | None = None
+        self,
+        latent_dim: int = 100,
+        width: int = 64,
+        num_classes: int | None = None,
+        info_codes: int | None = None,
+        clusters: int | None = None,
     ):
         super().__init__()
         if info_codes is not None and not 2 <= info_codes <= latent_dim:
             raise ValueError(f"info_codes={info_codes} must be between 2 and latent_dim={latent_dim}")
+        if clusters and (info_codes or num_classes):
+            raise ValueError("clusters is for unconditional models without info_codes: z picks one category only")
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.info_codes = info_codes
-        in_channels = latent_dim + (num_classes or 0) + (info_codes or 0)
+        self.clusters = clusters
+        if clusters:
+            # z's first entry picks the cluster: cut at the normal quantiles of the clusters' cumulative shares,
+            # each comes as often as in the data (set_cluster_shares; equally often until then).
+            self.register_buffer("cluster_cuts", torch.special.ndtri(torch.arange(1, clusters) / clusters))
+        in_channels = latent_dim + (num_classes or 0) + (info_codes or 0) + (clusters or 0)
         self.net = nn.Sequential(
             # z, seen as a 1x1 image -> (2*width) x 7 x 7
             nn.ConvTranspose2d(in_channels, 2 * width, kernel_size=7, stride=1, padding=0, bias=False),
@@ -52,15 +66,26 @@ class Generator(nn.Module):
         )
 
     def code(self, z: torch.Tensor) -> torch.Tensor:
-        """The category (N,) that z picks when `info_codes` is set."""
+        """The category (N,) that z picks when `info_codes` or `clusters` is set."""
+        if self.clusters:
+            return (z[:, :1] > self.cluster_cuts).sum(dim=1)
         return z[:, : self.info_codes].argmax(dim=1)
+
+    def set_cluster_shares(self, shares: torch.Tensor) -> None:
+        """Draw each cluster as often as `shares` (clusters,) says: its share of the training digits."""
+        self.cluster_cuts.copy_(torch.special.ndtri(shares.cumsum(0)[:-1].clamp(1e-6, 1 - 1e-6)))
+
+    @staticmethod
+    def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tensor:
+        """F.one_hot without its check that every index is in range, which waits for the GPU (tests/test_syncs.py)."""
+        return (index.unsqueeze(1) == torch.arange(classes, device=index.device)).to(like.dtype)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         inputs = [z]
         if self.num_classes:
-            inputs.append(F.one_hot(labels, self.num_classes).to(z.dtype))
-        if self.info_codes:
-            inputs.append(F.one_hot(self.code(z), self.info_codes).to(z.dtype))
+            inputs.append(self.one_hot(labels, self.num_classes, z))
+        if self.info_codes or self.clusters:
+            inputs.append(self.one_hot(self.code(z), self.info_codes or self.clusters, z))
         return self.net(torch.cat(inputs, dim=1).view(z.size(0), -1, 1, 1))
 
 

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dcgan.models import Discriminator, Generator, init_dcgan_weights
@@ -43,6 +44,7 @@ ARCHITECTURE = (
     "d_minibatch_std",
     "d_pack",
     "info_codes",
+    "clusters",
 )
 
 
@@ -100,6 +102,9 @@ class DCGAN(pl.LightningModule):
     advances by 2 per training step; `self.step` counts training steps.
     With `num_classes` set it is a conditional GAN: both networks see the digit
     label, real images with their own and fakes with labels drawn uniformly.
+    With `clusters` set it needs no labels: the data module clusters the training
+    images by their pixels, and D sees real images with their cluster and fakes
+    with the cluster z picked (Generator.code), each as often as in the data.
 
     Speed switches (docs/benchmarks.md has what each is worth): `channels_last`
     memory format, `compile` (torch.compile of both networks: True or one of
@@ -136,6 +141,7 @@ class DCGAN(pl.LightningModule):
         d_pack: int = 1,
         info_codes: int | None = None,
         info_weight: float = 1.0,
+        clusters: int | None = None,
         channels_last: bool = False,
         compile: bool | str = False,
         fused_adam: bool = False,
@@ -148,8 +154,10 @@ class DCGAN(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = num_classes
-        self.generator = Generator(latent_dim, g_width, num_classes, info_codes)
-        self.discriminator = Discriminator(d_width, d_dropout, num_classes, d_minibatch_std, d_pack, info_codes)
+        self.generator = Generator(latent_dim, g_width, num_classes, info_codes, clusters)
+        self.discriminator = Discriminator(
+            d_width, d_dropout, num_classes or clusters, d_minibatch_std, d_pack, info_codes
+        )
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
@@ -232,6 +240,12 @@ class DCGAN(pl.LightningModule):
         std = instance_noise_std(self.step, self.hparams.instance_noise_std, self.hparams.instance_noise_anneal_steps)
         return images + std * torch.randn_like(images) if std > 0 else images
 
+    def code(self, z: torch.Tensor) -> torch.Tensor:
+        """The category z picks (InfoGAN's code or the cluster), by G's rule: under DDP (dcgan/distributed.py)
+        the training step sees G in its wrapper, which passes on forward() only."""
+        generator = self.generator.module if isinstance(self.generator, DistributedDataParallel) else self.generator
+        return generator.code(z)
+
     def judge_fake(self, fake: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None):
         """D's logits for the fakes, and InfoGAN's loss: how badly D's code head guesses the category z picked
         (0 without `info_codes`). Both players lower it: D's head learns to read the category, G to show it."""
@@ -239,7 +253,7 @@ class DCGAN(pl.LightningModule):
         if not self.hparams.info_codes:
             return self.discriminator(fake, labels), 0.0
         logits, code_logits = self.discriminator(fake, labels, with_codes=True)
-        return logits, self.hparams.info_weight * F.cross_entropy(code_logits.float(), self.generator.code(z))
+        return logits, self.hparams.info_weight * F.cross_entropy(code_logits.float(), self.code(z))
 
     def training_step(self, batch, batch_idx):
         if self.hparams.compile:
@@ -249,9 +263,11 @@ class DCGAN(pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         if self.num_classes:
             fake_labels = torch.randint(0, self.num_classes, (n,), device=self.device)
-        else:
-            real_labels = fake_labels = None
         z = torch.randn(n, self.hparams.latent_dim, device=self.device)
+        if self.hparams.clusters:  # the batch holds each real digit's cluster; z picks each fake's
+            fake_labels = self.code(z)
+        elif not self.num_classes:
+            real_labels = fake_labels = None
         fake = self.generator(z, fake_labels)
 
         # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
@@ -324,6 +340,13 @@ class DCGAN(pl.LightningModule):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr_g, betas=betas, fused=fused)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr_d, betas=betas, fused=fused)
         return opt_g, opt_d
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.clusters and stage == "fit":  # the data module's clusters, and how often G draws each
+            shares = self.trainer.datamodule.label_with_clusters(self.hparams.clusters)
+            self.generator.set_cluster_shares(shares)
+            if self.generator_ema is not None:
+                self.generator_ema.module.set_cluster_shares(shares)
 
     def on_train_start(self) -> None:
         # A resumed run's Adam states come back with the learning rates and betas they were saved with:

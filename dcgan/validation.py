@@ -56,6 +56,7 @@ MODEL_RANGES = {
     "ema_start_step": (lambda v: whole(v, 0), "a whole number of steps >= 0", "500"),
     "num_fixed_samples": (lambda v: whole(v, 1), "a whole number >= 1 (the grids' images)", "64"),
     "info_weight": (lambda v: number(v, 0), "a number >= 0", "1.0"),
+    "clusters": (lambda v: v is None or whole(v, 2), "null (off) or a whole number >= 2", "40"),
     "compile": (lambda v: v in COMPILE_MODES, f"one of {', '.join(map(str, COMPILE_MODES))}", "reduce-overhead"),
 }
 
@@ -87,18 +88,24 @@ def check_config(cfg: DictConfig) -> None:
             f"model.sample_bn={sample_bn} is not a way to sample: use model.sample_bn=running (BatchNorm's running "
             f"statistics) or model.sample_bn=batch (the statistics of each batch of samples)."
         )
-    pack = cfg.model.d_pack
-    if not isinstance(pack, int) or pack < 1 or batch_size % pack or (pack > 1 and cfg.model.get("num_classes")):
+    pack, conditioned = cfg.model.d_pack, cfg.model.get("num_classes") or cfg.model.get("clusters")
+    if not isinstance(pack, int) or pack < 1 or batch_size % pack or (pack > 1 and conditioned):
         raise BadInput(
-            f"model.d_pack={pack} cannot pack data.batch_size={batch_size} images"
-            f"{' of a conditional model' if cfg.model.get('num_classes') else ''}: D judges d_pack images at once, "
-            f"so it must be a whole number >= 1 that divides the batch size, and 1 with model=cgan. Use e.g. model.d_pack=2."
+            f"model.d_pack={pack} cannot pack data.batch_size={batch_size} images: D judges d_pack images at once, "
+            f"so it must be a whole number >= 1 that divides the batch size, and 1 when D also sees each image's "
+            f"label or cluster (model=cgan, model.clusters). Use e.g. model.d_pack=1."
         )
     codes, latent_dim = cfg.model.get("info_codes"), cfg.model.latent_dim
     if codes is not None and (not isinstance(codes, int) or isinstance(codes, bool) or not 2 <= codes <= latent_dim):
         raise BadInput(
             f"model.info_codes={codes} is not a number of categories z can pick: it must be a whole number from 2 "
             f"to model.latent_dim={latent_dim}, or null to turn InfoGAN's code off. Use e.g. model.info_codes=10 (one per digit)."
+        )
+    clusters = cfg.model.get("clusters")
+    if clusters is not None and (cfg.model.get("num_classes") or cfg.model.get("info_codes")):
+        raise BadInput(
+            f"model.clusters={clusters} is for an unconditional model without InfoGAN's code: z picks one category "
+            f"only. Use model.clusters=null with model=cgan or model.info_codes, or drop those."
         )
     check_accelerator(cfg.trainer)
     if problem := mnist_file_problem(cfg.data.root):

@@ -78,10 +78,10 @@ def test_files_have_the_reference_names(seed_files):
 def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(seed_files):
     gan = load_gan(seed_files / "checkpoints" / "last.ckpt")  # saved at the end of epoch 2, like the files
     hp = gan.hparams
-    generator = Generator(hp.latent_dim, hp.g_width, hp.num_classes, hp.info_codes)
+    generator = Generator(hp.latent_dim, hp.g_width, hp.num_classes, hp.info_codes, hp.clusters)
     generator.load_state_dict(torch.load(seed_files / "seed_files" / "generator_epoch_2.pth", weights_only=True))
     discriminator = Discriminator(
-        hp.d_width, hp.d_dropout, hp.num_classes, hp.d_minibatch_std, hp.d_pack, hp.info_codes
+        hp.d_width, hp.d_dropout, hp.num_classes or hp.clusters, hp.d_minibatch_std, hp.d_pack, hp.info_codes
     )
     discriminator.load_state_dict(
         torch.load(seed_files / "seed_files" / "discriminator_epoch_2.pth", weights_only=True)

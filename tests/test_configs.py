@@ -76,6 +76,7 @@ def test_seed_repro_is_the_reference_setup():
         "ema_decay": None,
         "d_minibatch_std": False,
         "d_pack": 1,
+        "clusters": None,
         "info_codes": None,
     }
     # Written out in the preset itself, so that no change of conf/model/dcgan.yaml can move it.

@@ -9,7 +9,15 @@ import torch
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from dcgan.data import MNIST_FILES, EpochBatches, MNISTDataModule, MNISTNotFoundError, ensure_mnist
+from dcgan.data import (
+    MNIST_FILES,
+    EpochBatches,
+    MNISTDataModule,
+    MNISTNotFoundError,
+    ensure_mnist,
+    load_mnist_tensors,
+    pixel_clusters,
+)
 from tests.helpers import run_train
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
@@ -114,3 +122,13 @@ def test_train_py_without_data_offline_prints_the_message_not_a_traceback(tmp_pa
     assert "Traceback" not in result.stderr
     assert "MNIST is not in" in result.stderr and "data.root=" in result.stderr
     assert str(tmp_path / "nowhere" / "MNIST" / "raw") in result.stderr
+
+
+def test_pixel_clusters_group_alike_digits_and_are_the_same_every_time(mnist_root):
+    images, digits = (t[:10_000] for t in load_mnist_tensors(mnist_root, train=True))
+    clusters = pixel_clusters(images, 40)
+    assert torch.equal(clusters, pixel_clusters(images, 40))  # every DDP rank and every resume agree
+    assert torch.bincount(clusters, minlength=40).min() > 0
+    # Found from the pixels alone; the labels only check here that most of a cluster is one digit (1 in 10 by chance).
+    purity = sum(torch.bincount(digits[clusters == k]).max().item() for k in range(40)) / len(digits)
+    assert purity > 0.7

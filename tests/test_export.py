@@ -47,6 +47,7 @@ def averaged_run(mnist_root, classifier_path, tmp_path_factory):
         tmp_path_factory,
         "model.ema_start_step=5",
         "model.sample_bn=batch",
+        "model.clusters=null",
         "model.info_codes=10",
         f"data.root={mnist_root}",
         f"classifier_path={classifier_path}",
@@ -95,6 +96,7 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
         "width": gan.hparams.g_width,
         "num_classes": gan.hparams.num_classes,
         "info_codes": gan.hparams.info_codes,
+        "clusters": gan.hparams.clusters,
     }
     if run_name == "averaged_run":  # the test can tell G from its average, and running from batch statistics
         assert gan.generator_ema.n_averaged > 0 and settings["sample_bn"] == "batch"

@@ -87,3 +87,21 @@ def test_infogan_head_gives_code_logits_per_image_also_when_packed():
     swapped = x.clone()
     swapped[[0, 1]] = x[[2, 3]]  # the first pack now holds the second pack's images: so do its code rows
     torch.testing.assert_close(d(swapped, with_codes=True)[1][:2], code_logits[2:4])
+
+
+def test_clusters_come_as_often_as_their_shares_and_switch_the_image_at_their_cuts():
+    g = Generator(latent_dim=16, width=8, clusters=4).eval()
+    shares = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    g.set_cluster_shares(shares)
+    z = torch.randn(200_000, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.bincount(g.code(z), minlength=4) / len(z), shares, atol=0.005, rtol=0)
+    # z's first entry picks the cluster: the cut between clusters 2 and 3 lies at the normal quantile of 0.6.
+    z = torch.randn(1, 16).repeat(3, 1)
+    z[:, 0] = torch.tensor([0.21, 0.23, 0.27])  # 2, 2, 3 (the cut is at 0.253)
+    assert g.code(z).tolist() == [2, 2, 3]
+    with torch.no_grad():
+        images = g(z)
+    within, across = (images[1] - images[0]).abs().max(), (images[2] - images[1]).abs().max()
+    assert across > 10 * within  # another cluster is another input, not a nearby one
+    with pytest.raises(ValueError, match="one category only"):
+        Generator(latent_dim=16, clusters=4, info_codes=4)

@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from dcgan.data import MNISTDataModule
+from dcgan.data import MNISTDataModule, load_mnist_tensors, pixel_clusters
 from dcgan.module import instance_noise_std
 from tests.helpers import compose_config, dcgan, load_checkpoint, only_child, run_train
 from train import train
@@ -99,7 +99,15 @@ def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
     """Without labels: after 150 real steps D's code head guesses G's category far above chance (1 in 4)."""
     torch.manual_seed(0)
     model = dcgan(
-        g_width=16, d_width=16, d_dropout=0.0, lr=1e-3, betas=(0.0, 0.99), label_smoothing=None, d_pack=2, info_codes=4
+        g_width=16,
+        d_width=16,
+        d_dropout=0.0,
+        lr=1e-3,
+        betas=(0.0, 0.99),
+        label_smoothing=None,
+        d_pack=2,
+        info_codes=4,
+        clusters=None,
     )
     trainer = quiet_trainer(steps=150)
     trainer.fit(model, datamodule=MNISTDataModule(mnist_root, batch_size=32))
@@ -108,6 +116,23 @@ def test_infogan_training_teaches_d_to_read_the_code_g_was_given(mnist_root):
         _, code_logits = model.discriminator.eval()(model.generator.eval()(z), with_codes=True)
     accuracy = (code_logits.argmax(1) == model.generator.code(z)).float().mean().item()
     assert accuracy > 0.8
+
+
+def test_a_cluster_gan_trains_d_on_the_clusters_of_real_digits_and_g_draws_them_by_share(mnist_root):
+    """model.clusters: no labels; D's real images carry their pixel clusters, and G picks a cluster from z."""
+    model = dcgan(g_width=16, d_width=16, clusters=10, d_pack=1)
+    projection = model.discriminator.label_projection.weight.detach().clone()
+    data = MNISTDataModule(mnist_root, batch_size=32)
+    quiet_trainer(steps=3).fit(model, datamodule=data)
+    clusters = data.train_set.tensors[1]
+    assert torch.equal(clusters, pixel_clusters(load_mnist_tensors(mnist_root, train=True)[0], 10))
+    assert not torch.equal(model.discriminator.label_projection.weight, projection)  # D learned from them
+    shares = torch.bincount(clusters, minlength=10) / len(clusters)
+    z = torch.randn(100_000, 100, generator=torch.Generator().manual_seed(0))
+    for generator in (model.generator, model.generator_ema.module):  # the average draws as G does
+        torch.testing.assert_close(torch.bincount(generator.code(z), minlength=10) / len(z), shares, atol=0.005, rtol=0)
+    images, labels = model.sample(8)  # unconditional to its users: z alone sets the digit
+    assert images.shape == (8, 1, 28, 28) and labels is None
 
 
 def test_sampling_with_batch_statistics_leaves_the_running_statistics_alone():
@@ -204,8 +229,8 @@ def grads(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("channels_last, mode", [(False, True), (True, "reduce-overhead")])
 def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channels_last, mode):
     torch.manual_seed(0)
-    eager = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None)
-    compiled = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None, compile=mode)
+    eager = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None, clusters=None)
+    compiled = dcgan(g_width=16, d_width=16, channels_last=channels_last, ema_decay=None, clusters=None, compile=mode)
     compiled.load_state_dict(eager.state_dict())  # the same keys: compiling in place leaves checkpoints alone
     z, real = torch.randn(32, 100), torch.rand(32, 1, 28, 28) * 2 - 1
     outputs = []
@@ -239,7 +264,8 @@ def test_compiled_networks_match_the_uncompiled_ones_forward_and_backward(channe
 )
 def test_training_with_reduce_overhead_matches_eager_training(device, mnist_root, tmp_path):
     # Real training steps (D toggled off in the G step, BatchNorm statistics updated inside the compiled code),
-    # fp32, no dropout: only the order of floating point operations may differ.
+    # fp32, no dropout: only the order of floating point operations may differ. Adam divides by each gradient's
+    # size, so a weight whose gradient is near 0 (a cluster the batches barely held) moves by up to 1e-4 more.
     common = (
         "experiment=smoke",
         f"trainer.accelerator={device}",
@@ -261,4 +287,4 @@ def test_training_with_reduce_overhead_matches_eager_training(device, mnist_root
     eager, graphed = states
     assert eager.keys() == graphed.keys()
     for name in eager:
-        torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-4, msg=name)

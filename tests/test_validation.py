@@ -104,7 +104,14 @@ CASES = {
         "model.d_pack=3 cannot pack data.batch_size=32 images",
     ),
     "pack-with-cgan": Case(
-        "`model=cgan model.d_pack=2`", lambda p: ["model=cgan", "model.d_pack=2"], "of a conditional model"
+        "`model=cgan model.d_pack=2`",
+        lambda p: ["model=cgan", "model.d_pack=2"],
+        "1 when D also sees each image's label",
+    ),
+    "clusters-with-cgan": Case(
+        "`model=cgan model.clusters=40`",
+        lambda p: ["model=cgan", "model.clusters=40"],
+        "model.clusters=40 is for an unconditional model",
     ),
     "info-codes-above-latent-dim": Case(
         "`model.info_codes=200`",

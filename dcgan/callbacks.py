@@ -263,8 +263,8 @@ DROP_LIGHTNING_TIP = DropLightningTip()
 UNACTIONABLE_WARNINGS = (
     # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    # The summary counts parameter bytes at 32 bits for bf16-mixed, which is right: the weights stay fp32.
-    "Precision bf16-mixed is not supported by the model summary",
+    # The summary counts parameter bytes at 32 bits for bf16-mixed and 16-mixed, which is right: the weights stay fp32.
+    "Precision (bf)?16-mixed is not supported by the model summary",
     # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
     "You're resuming from a checkpoint that ended before the epoch ended",
 )

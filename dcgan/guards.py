@@ -40,25 +40,38 @@ class FiniteLosses(pl.Callback):
     skip counts every `trainer.log_every_n_steps` steps, at epoch ends and before any checkpoint is written, so
     no checkpoint holds a skipped update. Under DDP the gradients are averaged before the check, so all ranks
     skip alike, and the ranks agree on stopping.
+
+    fp16 mixed precision (GPUs without bf16) is the exception: there an Inf gradient is routine, the loss
+    scaler's overflow, and the scaler itself skips that update and lowers its scale. So there the count is of
+    non-finite losses, which no scale cures.
     """
 
     def __init__(self):
         self.skipped: torch.Tensor | None = None  # on the device: updates skipped per optimizer since the start
         self.checked_at = -1  # the global step of the last check
         self.clean = 0  # the training steps that checks found clean
+        self.loss: torch.Tensor | None = None  # under fp16 loss scaling: the loss of the coming update
 
     def on_train_start(self, trainer, pl_module):
         self.skipped = torch.zeros(len(trainer.optimizers), device=pl_module.device)
         self.checked_at, self.clean = -1, pl_module.step
 
+    def on_before_backward(self, trainer, pl_module, loss):
+        if trainer.scaler is not None:
+            self.loss = loss.detach()  # read at the update: a later hook may still change it in place
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        index = trainer.optimizers.index(optimizer)
+        if trainer.scaler is not None:  # the scaler skips this update if need be; a non-finite loss stops the run
+            self.skipped[index].add_(self.loss.mul(0).nan_to_num_(1.0))
+            return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads:
             return
         # A NaN or Inf anywhere makes the total norm NaN or Inf, and 0 times that NaN: 1.0 then, else 0.0.
         # Two kernels, where isfinite and a conversion take five.
         found_inf = torch.nn.utils.get_total_norm(grads).mul(0).nan_to_num_(1.0)
-        self.skipped[trainer.optimizers.index(optimizer)].add_(found_inf)
+        self.skipped[index].add_(found_inf)
         if getattr(optimizer, "_step_supports_amp_scaling", False):
             optimizer.found_inf = found_inf  # read by the fused kernel: 1.0 skips the whole update
         else:

@@ -108,6 +108,44 @@ def test_a_nan_gradient_is_skipped_on_the_device_and_the_next_check_stops_the_ru
     )
 
 
+# fp16 mixed precision with torch's loss scaler, as on GPUs without bf16 (dcgan.machine.pick_precision). Lightning
+# turns trainer.precision=16-mixed into bf16 on the CPU, so the tests hand it the plugin itself (in place of the
+# atomic checkpoint writer, which these tests do not need).
+FP16 = (
+    "trainer.precision=null",
+    "trainer.plugins=[{_target_:pytorch_lightning.plugins.precision.MixedPrecision,precision:16-mixed,device:cpu}]",
+)
+
+
+def test_fp16_loss_scaler_overflows_are_not_a_divergence(mnist_root, tmp_path):
+    # The scaler starts at 2**16 and halves at each overflow, skipping that update: the guard used to stop here.
+    train(compose_config(*SHORT, *FP16, f"data.root={mnist_root}", output_dir=str(tmp_path)))
+    saved = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 2 * 12
+    assert saved["MixedPrecision"]["scale"] < 2.0**16  # the scaler did skip updates on overflow
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_fp16_a_nan_loss_still_stops_the_run(mnist_root, tmp_path):
+    with pytest.raises(
+        UserFacingError, match="loss/g or its gradients were NaN or Inf in 1 step between step 6 and step"
+    ):
+        train(
+            compose_config(
+                *SHORT,
+                *FP16,
+                f"data.root={mnist_root}",
+                "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
+                "+callbacks.nan.step=6",
+                "+callbacks.nan.network=g",
+                output_dir=str(tmp_path),
+            )
+        )
+    sixth = NaNLossAt.after[5]["weights"]
+    assert all(torch.isfinite(t).all() for t in sixth.values())
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2 * 4
+
+
 def test_ddp_ranks_stop_together_when_one_rank_makes_a_nan(mnist_root, tmp_path):
     # Rank 1's D loss is NaN at step 2; the first check is at the end of the first epoch (step 3), before its checkpoint.
     result = run_train(

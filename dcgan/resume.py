@@ -106,9 +106,11 @@ class TrainingStopped(UserFacingError):
 class StopOnSignal(pl.Callback):
     """On SIGTERM or SIGINT, finish the current step, save `<checkpoint dir>/last.ckpt` and stop.
 
-    The check runs at the end of each step, where a checkpoint is complete and
+    The check runs at the end of a step, where a checkpoint is complete and
     consistent (both networks updated, the step counted). Under DDP the ranks
     agree on stopping, so a signal to any one of them stops all at the same step.
+    Agreeing is a collective whose answer waits for the device, so under DDP it
+    runs at logging steps only: the stop comes within trainer.log_every_n_steps.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -129,6 +131,8 @@ class StopOnSignal(pl.Callback):
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.world_size > 1 and trainer.log_every_n_steps > 0 and not pl_module.logging_step:
+            return
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
         path = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"

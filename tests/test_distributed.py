@@ -78,7 +78,9 @@ def test_ddp_run_writes_one_set_of_checkpoints_grids_and_logs(ddp_run):
 
 
 def test_ddp_stop_and_resume_equals_training_straight_through(ddp_run, mnist_root, tmp_path):
-    # SIGTERM to both ranks during step 4 (the first of epoch 1), then resume: as if it had never stopped.
+    # SIGTERM to both ranks during step 4 (the first of epoch 1); they agree to stop at the next logging step
+    # (experiment=smoke logs every 5), without waiting for the device at every step. Then resume: as if it had
+    # never stopped.
     stopped = run_train(
         *DDP,
         "+callbacks.stop._target_=tests.probes.SignalAt",
@@ -89,6 +91,7 @@ def test_ddp_stop_and_resume_equals_training_straight_through(ddp_run, mnist_roo
     )
     assert stopped.returncode == 143, stopped.stderr
     saved = only_child(tmp_path / "stopped" / "runs") / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(saved)["global_step"] == 2 * 5
     run_train(*DDP, f"ckpt_path={saved}", f"data.root={mnist_root}", f"output_root={tmp_path / 'resumed'}")
     straight = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")
     resumed = load_checkpoint(only_child(tmp_path / "resumed" / "runs") / "checkpoints" / "last.ckpt")

@@ -147,6 +147,9 @@ class Page:
 
     def screenshot(self, name: str) -> None:
         if os.environ.get("UPDATE_DOCS") == "1":
+            # Gradio dims an output while a request is pending and fades it back in: wait until it is whole.
+            self.page.wait_for_function("() => !document.querySelector('.pending')")
+            self.page.wait_for_timeout(500)
             self.page.screenshot(path=DOCS_IMAGES / name)
 
 

@@ -20,7 +20,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 from PIL import Image
 
-from dcgan.checkpoints import load_gan, run_folder, saved_at
+from dcgan.checkpoints import gan_from, read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
 from generate import grid_columns, requested_labels, save_grid, walk
 
@@ -40,7 +40,8 @@ def checkpoint(path: Path):
 @functools.lru_cache(maxsize=16)
 def read_once(path: Path, mtime_ns: int | None):
     """Checkpoints are read once: the progress slider returns to the same ones, and reading is most of the time."""
-    return load_gan(path, map_location="cpu"), saved_at(path)
+    checkpoint = read_checkpoint(path)
+    return gan_from(checkpoint), saved_at(checkpoint, path)
 
 
 def whole(value, name: str, low: int = 0) -> int:

@@ -15,7 +15,7 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dcgan.checkpoints import load_gan, run_folder, saved_at
+from dcgan.checkpoints import gan_from, read_checkpoint, run_folder, saved_at
 from dcgan.data import ensure_mnist
 from dcgan.errors import UserFacingError
 from dcgan.export import FILES, FORMATS, config, rebuild, write
@@ -165,12 +165,13 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"Error: num_samples={cfg.num_samples} must be a whole number >= 0 (0 leaves the metric out).")
     ckpt_path, data_root = Path(to_absolute_path(cfg.ckpt_path)), to_absolute_path(cfg.data.root)
     try:
-        gan = load_gan(ckpt_path, map_location="cpu")  # exports are traced on the CPU and run anywhere
+        checkpoint = read_checkpoint(ckpt_path)
         if cfg.num_samples:
             ensure_mnist(data_root)
     except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
-    checkpoint = saved_at(ckpt_path)
+    gan = gan_from(checkpoint)  # on the CPU: exports are traced there and run anywhere
+    checkpoint = saved_at(checkpoint, ckpt_path)
     output = Path(to_absolute_path(cfg.output_dir)) if cfg.output_dir else default_output(ckpt_path, checkpoint["step"])
 
     # Everything goes to a new folder beside the output first and moves in when all is written and checked:

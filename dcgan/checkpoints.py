@@ -56,9 +56,8 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def saved_at(path: str | Path) -> dict:
-    """Where and when in training the checkpoint at `path` was saved."""
-    checkpoint = read_checkpoint(path)
+def saved_at(checkpoint: dict, path: str | Path) -> dict:
+    """Where and when in training `checkpoint`, read from `path`, was saved."""
     # Two optimizer steps per training step (DCGAN.step). The epoch its last step belongs to, counted from 1 as in
     # train.log, is the number of epochs started: "epoch" would count a save at the end of training one too far.
     started = (
@@ -73,13 +72,17 @@ def run_folder(path: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
-    """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
-    checkpoint = read_checkpoint(path)
+def gan_from(checkpoint: dict) -> DCGAN:
+    """The GAN saved in `checkpoint` (as read_checkpoint returns it), with its weights, on the CPU."""
     gan = DCGAN(**checkpoint["hyper_parameters"])
     gan.on_load_checkpoint(checkpoint)  # an average G the checkpoint lacks, or one this model does not keep
     gan.load_state_dict(checkpoint["state_dict"])
-    return gan.to(map_location)
+    return gan
+
+
+def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
+    """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
+    return gan_from(read_checkpoint(path)).to(map_location)
 
 
 def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:

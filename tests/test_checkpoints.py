@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dcgan.checkpoints import AtomicCheckpointIO, saved_at
+from dcgan.checkpoints import AtomicCheckpointIO, read_checkpoint, saved_at
 from tests.helpers import REPO, SMOKE_STEPS, compose_config, load_checkpoint, only_child, run_train
 
 # Saves version 1, then starts saving version 2 with a torch.save that stops half way and waits to be killed.
@@ -88,7 +88,8 @@ def test_last_checkpoint_holds_the_final_step_when_the_last_epoch_is_off_schedul
     )
     checkpoints = only_child(tmp_path / "runs") / "checkpoints"
     assert [p.name for p in checkpoints.glob("*.ckpt")] == ["last.ckpt"]
-    assert saved_at(checkpoints / "last.ckpt") == {"path": str(checkpoints / "last.ckpt"), "step": 6, "epoch": 2}
+    last = checkpoints / "last.ckpt"
+    assert saved_at(read_checkpoint(last), last) == {"path": str(last), "step": 6, "epoch": 2}
 
 
 def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):

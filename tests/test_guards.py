@@ -76,14 +76,13 @@ class NaNLossAt(pl.Callback):
         NaNLossAt.after.append({"weights": {k: v.clone() for k, v in pl_module.state_dict().items()}, "adam": steps})
 
 
-def test_a_nan_gradient_is_skipped_on_the_device_and_the_next_check_stops_the_run(mnist_root, tmp_path):
-    # G's loss is NaN at step 6 only; the run goes on to the check at the epoch end, step 8.
-    with pytest.raises(
-        UserFacingError, match="loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8"
-    ):
+def stop_for_a_nan_g_loss_at_step_6(mnist_root, tmp_path, *overrides: str) -> str:
+    """The message a SHORT run stops with when G's loss is NaN at step 6 only (NaNLossAt keeps each step)."""
+    with pytest.raises(UserFacingError) as info:
         train(
             compose_config(
                 *SHORT,
+                *overrides,
                 f"data.root={mnist_root}",
                 "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
                 "+callbacks.nan.step=6",
@@ -91,6 +90,13 @@ def test_a_nan_gradient_is_skipped_on_the_device_and_the_next_check_stops_the_ru
                 output_dir=str(tmp_path),
             )
         )
+    return str(info.value)
+
+
+def test_a_nan_gradient_is_skipped_on_the_device_and_the_next_check_stops_the_run(mnist_root, tmp_path):
+    # The run goes on to the check at the epoch end, step 8.
+    message = stop_for_a_nan_g_loss_at_step_6(mnist_root, tmp_path)
+    assert "loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8" in message
     fifth, sixth, seventh = (NaNLossAt.after[i] for i in (4, 5, 6))
     generator = [k for k in fifth["weights"] if k.startswith("generator.")]
     discriminator = [k for k in fifth["weights"] if k.startswith("discriminator.") and "running" not in k]
@@ -127,20 +133,8 @@ def test_fp16_loss_scaler_overflows_are_not_a_divergence(mnist_root, tmp_path):
 
 
 def test_fp16_a_nan_loss_still_stops_the_run(mnist_root, tmp_path):
-    with pytest.raises(
-        UserFacingError, match="loss/g or its gradients were NaN or Inf in 1 step between step 6 and step"
-    ):
-        train(
-            compose_config(
-                *SHORT,
-                *FP16,
-                f"data.root={mnist_root}",
-                "+callbacks.nan._target_=tests.test_guards.NaNLossAt",
-                "+callbacks.nan.step=6",
-                "+callbacks.nan.network=g",
-                output_dir=str(tmp_path),
-            )
-        )
+    message = stop_for_a_nan_g_loss_at_step_6(mnist_root, tmp_path, *FP16)
+    assert "loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8" in message
     sixth = NaNLossAt.after[5]["weights"]
     assert all(torch.isfinite(t).all() for t in sixth.values())
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2 * 4

@@ -171,8 +171,8 @@ def main(cfg: DictConfig) -> None:
     except UserFacingError as err:
         raise SystemExit(f"Error: {err}") from None
     gan = gan_from(checkpoint)  # on the CPU: exports are traced there and run anywhere
-    checkpoint = saved_at(checkpoint, ckpt_path)
-    output = Path(to_absolute_path(cfg.output_dir)) if cfg.output_dir else default_output(ckpt_path, checkpoint["step"])
+    saved = saved_at(checkpoint, ckpt_path)
+    output = Path(to_absolute_path(cfg.output_dir)) if cfg.output_dir else default_output(ckpt_path, saved["step"])
 
     # Everything goes to a new folder beside the output first and moves in when all is written and checked:
     # a failure leaves the output folder as it was.
@@ -181,7 +181,7 @@ def main(cfg: DictConfig) -> None:
     try:
         for fmt in formats:
             started = time.perf_counter()
-            write(fmt, gan, staging, checkpoint)
+            write(fmt, gan, staging, saved)
             print(f"{fmt:<12} written and checked in {time.perf_counter() - started:.1f} s")
         scores = None
         if cfg.num_samples:
@@ -189,7 +189,7 @@ def main(cfg: DictConfig) -> None:
             scores = quality.score(*gan.sample(cfg.num_samples, seed=cfg.seed))
         save_grid(gan.sample(grid_columns(gan) ** 2, seed=cfg.seed)[0], staging / "samples.png", grid_columns(gan))
         sizes = {name: (staging / name).stat().st_size for fmt in formats for name in FILES[fmt]}
-        (staging / "MODEL_CARD.md").write_text(model_card(gan, config(gan, checkpoint), sizes, scores, cfg))
+        (staging / "MODEL_CARD.md").write_text(model_card(gan, config(gan, saved), sizes, scores, cfg))
         output.mkdir(parents=True, exist_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, output / path.name)  # files of the same names (an export of this step) are replaced

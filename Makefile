@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 # MNIST: ../shared/data where a machine holds it (no internet needed), else data/ (downloaded on first use).
 MNIST_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),../shared/data,data)
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup browser train test test-fast lint bench gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -16,11 +16,25 @@ $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The demo page's browser tests drive Debian's Chromium (Playwright cannot download its own browser here):
+# installed when missing and this user may install packages; otherwise the one command that does it.
+browser:
+	@command -v chromium > /dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2> /dev/null; then SUDO=sudo; \
+	  else echo "Error: the browser tests need Chromium, and this user cannot install it. Run \`sudo apt-get install -y chromium\`, then make test again." >&2; exit 1; fi; \
+	  echo "Installing Debian's chromium for the browser tests (tests/test_app.py)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium > /dev/null; }
+
 train: setup
 	$(PYTHON) train.py data.root=$(MNIST_ROOT) $(ARGS)
 
-test: setup
+# Every test: what CI runs (about 20 minutes on 2 cores, docs/tests.md).
+test: setup browser
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest $(ARGS)
+
+# The tests not marked slow: under 2 minutes on 2 cores, without the metric's classifier or a browser.
+test-fast: setup
+	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest -m "not slow" $(ARGS)
 
 # ruff's checks and its formatter, as configured in pyproject.toml (and .pre-commit-config.yaml)
 lint: setup
@@ -29,6 +43,11 @@ lint: setup
 
 bench: setup
 	$(PYTHON) -m bench.throughput --data-root $(MNIST_ROOT) $(ARGS)
+
+# One prepared check of a GPU machine, install included (docs/benchmarks.md): ARGS="OUT_DIR", or
+# ARGS="--dry-run OUT_DIR" for every step on the CPU at toy sizes. It installs .venv itself, timed.
+gpu-check:
+	python3 bench/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

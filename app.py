@@ -20,15 +20,22 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 from PIL import Image
 
-from dcgan.checkpoints import gan_from, read_checkpoint, run_folder, saved_at
+from dcgan import cli
+from dcgan.checkpoints import read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
-from generate import grid_columns, requested_labels, save_grid, walk
+from dcgan.module import DCGAN
+from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
+from dcgan.validation import check
 
 # The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
 CSS = (
     ".digits .image-frame, .digits img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
 )
 SOURCES = ("sample grids", "checkpoints")
+
+
+class PageError(UserFacingError):
+    """The page cannot start where it was asked to. The message says what to do instead."""
 
 
 def checkpoint(path: Path):
@@ -41,11 +48,11 @@ def checkpoint(path: Path):
 def read_once(path: Path, mtime_ns: int | None):
     """Checkpoints are read once: the progress slider returns to the same ones, and reading is most of the time."""
     checkpoint = read_checkpoint(path)
-    return gan_from(checkpoint), saved_at(checkpoint, path)
+    return DCGAN.from_checkpoint(checkpoint), saved_at(checkpoint, path)
 
 
-def whole(value, name: str, low: int = 0) -> int:
-    """A number box's value as an int, or a message on the page (a box left empty gives None)."""
+def box_value(value, name: str, low: int = 0) -> int:
+    """A number box's value (a float) as an int, or a message on the page (a box left empty gives None)."""
     if value is None or value < low or value != int(value):
         raise gr.Error(f"{name} is {value}; give a whole number, {low} or more.")
     return int(value)
@@ -68,16 +75,20 @@ class Demo:
 
     def grid(self, seed, num_samples, digits=None) -> str:
         """`num_samples` digits from `seed`, as generate.py draws them: a conditional model draws `digits` in turn."""
-        seed, n = whole(seed, "The seed"), whole(num_samples, "The number of digits", 1)
+        seed, n = box_value(seed, "The seed"), box_value(num_samples, "The number of digits", 1)
         with self.drawing:
-            images, _ = self.gan.sample(n, seed=seed, labels=requested_labels(self.gan, digits or None, n))
+            images, _ = sample(self.gan, n, seed, requested_labels(self.gan, digits or None, n))
         path = self.out / f"grid_seed{seed}_{n}{tag(digits)}.png"
         save_grid(images, path, grid_columns(self.gan))
         return str(path)
 
     def walk(self, seed_a, seed_b, steps, digit=None) -> tuple[str, str]:
         """`steps` digits along the great circle from seed A's latent point to seed B's: a GIF and a strip."""
-        a, b, steps = whole(seed_a, "Seed A"), whole(seed_b, "Seed B"), whole(steps, "The number of steps", 2)
+        a, b, steps = (
+            box_value(seed_a, "Seed A"),
+            box_value(seed_b, "Seed B"),
+            box_value(steps, "The number of steps", 2),
+        )
         ends = torch.stack(
             [torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s)) for s in (a, b)]
         )
@@ -105,7 +116,7 @@ class Demo:
         if not items:
             kind = "checkpoints/epoch_NNN.ckpt" if source == "checkpoints" else "samples/*.png"
             return None, f"`{self.run}` has no {kind}. Start the page with run_dir=<a run folder> to see another run."
-        position = min(whole(index, "The position"), len(items) - 1)
+        position = min(box_value(index, "The position"), len(items) - 1)
         item = items[position]
         where = f"`{item.relative_to(self.run)}`, {position + 1} of {len(items)}"
         if source == "sample grids":
@@ -116,10 +127,10 @@ class Demo:
             gan, saved = checkpoint(item)
         except UserFacingError as err:  # a damaged checkpoint of the run: its message, on the page
             raise gr.Error(str(err)) from None
-        seed, n = whole(seed, "The seed"), grid_columns(gan) ** 2
+        seed, n = box_value(seed, "The seed"), grid_columns(gan) ** 2
         path = self.out / f"{item.stem}_seed{seed}.png"
         with self.drawing:
-            images = gan.sample(n, seed=seed)[0]
+            images = sample(gan, n, seed)[0]
         save_grid(images, path, grid_columns(gan))
         return str(path), f"step {saved['step']}, epoch {saved['epoch']}: {n} digits from seed {seed} ({where})"
 
@@ -206,20 +217,9 @@ def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
+    check(cfg, "app")
     ckpt = Path(to_absolute_path(cfg.ckpt_path))
     run = Path(to_absolute_path(cfg.run_dir)) if cfg.run_dir else run_folder(ckpt)
-    try:
-        checkpoint(ckpt)  # before anything starts, with generate.py's message; the page's Demo finds it read
-    except UserFacingError as err:
-        raise SystemExit(f"Error: {err}") from None
-    if cfg.run_dir and not run.is_dir():
-        raise SystemExit(
-            f"Error: run_dir={cfg.run_dir} is not a folder. Give a training run's folder (the one "
-            "holding checkpoints/ and samples/, e.g. outputs/runs/<run>), or leave run_dir out for the "
-            "checkpoint's own."
-        )
-    if not isinstance(cfg.port, int) or not 0 < cfg.port < 65536:
-        raise SystemExit(f"Error: port={cfg.port} is not a port; give a whole number from 1 to 65535, e.g. port=7860.")
 
     with tempfile.TemporaryDirectory(prefix="dcgan-app-") as out:  # the images drawn, gone when the page stops
         run_name = cfg.run_dir or str(run_folder(Path(cfg.ckpt_path)))
@@ -236,8 +236,8 @@ def main(cfg: DictConfig) -> None:
                 footer_links=[],
             )
         except OSError:
-            raise SystemExit(
-                f"Error: the page cannot start on host={cfg.host} port={cfg.port}: the port is taken (by another "
+            raise PageError(
+                f"The page cannot start on host={cfg.host} port={cfg.port}: the port is taken (by another "
                 f"program, or another app.py) or the host is not an address of this machine. Pick another, e.g. "
                 f"port={cfg.port + 1}."
             ) from None
@@ -247,4 +247,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

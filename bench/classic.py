@@ -6,7 +6,7 @@ per-sample transforms (PIL -> ToTensor -> Normalize) behind a DataLoader, and pe
 batch one D step and one G step with the same tricks as `dcgan.module.DCGAN`
 (label smoothing U(0.8, 1), annealed Gaussian noise on D's inputs, dropout in D),
 Adam(2e-4, betas 0.5/0.999), BCE-with-logits, and `Loss_D`/`Loss_G` printed every
-100 batches. The networks are this project's, at their default sizes.
+100 batches. The networks are this project's, at the reference script's sizes.
 
     python -m bench.classic --epochs 25 --json outputs/bench/classic_25.json
 
@@ -28,7 +28,11 @@ from torchvision.datasets import MNIST
 from dcgan.models import Discriminator, Generator, init_dcgan_weights
 from dcgan.module import instance_noise_std
 
-LATENT_DIM = 100
+# The reference script's recipe, stated here so that no change of the project's configs moves the yardstick.
+LATENT_DIM, WIDTH, DROPOUT = 100, 64, 0.3
+LR, BETAS = 2e-4, (0.5, 0.999)
+SMOOTHING = (0.8, 1.0)  # real targets drawn from U(0.8, 1)
+NOISE_STD, NOISE_STEPS = 0.1, 2000  # instance noise, falling to 0 over 2,000 steps
 
 
 def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2) -> DataLoader:
@@ -59,17 +63,17 @@ def train_classic(
     """Train G and D the classic way. `on_step(step)` is called after every batch,
     `on_epoch_end(epoch, netG)` after every epoch; returns the generator."""
     torch.manual_seed(seed)
-    netG, netD = Generator(LATENT_DIM), Discriminator()
+    netG, netD = Generator(LATENT_DIM, WIDTH, None, None), Discriminator(WIDTH, DROPOUT, None)
     netG.apply(init_dcgan_weights)
     netD.apply(init_dcgan_weights)
-    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=LR, betas=BETAS)
+    optD = torch.optim.Adam(netD.parameters(), lr=LR, betas=BETAS)
     loader = classic_loader(root, batch_size, num_workers)
     step = 0
     for epoch in range(epochs):
         for i, (real, _) in enumerate(loader):
             n = real.size(0)
-            std = instance_noise_std(step, 0.1, 2000)
+            std = instance_noise_std(step, NOISE_STD, NOISE_STEPS)
             fake = netG(torch.randn(n, LATENT_DIM))
 
             # D: real (smoothed targets) vs fake
@@ -77,7 +81,7 @@ def train_classic(
             out_real = netD(real + std * torch.randn_like(real))
             out_fake = netD(fake.detach() + std * torch.randn_like(fake))
             lossD = F.binary_cross_entropy_with_logits(
-                out_real, torch.empty(n).uniform_(0.8, 1.0)
+                out_real, torch.empty(n).uniform_(*SMOOTHING)
             ) + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n))
             lossD.backward()
             optD.step()
@@ -115,7 +119,7 @@ def main() -> None:
 
     ensure_mnist(args.data_root)
 
-    quality = SampleQuality(load_classifier(args.classifier, args.data_root), args.data_root)
+    quality = SampleQuality(load_classifier(args.classifier, args.data_root), args.data_root, copying=False)
     z = torch.randn(args.num_samples, LATENT_DIM, generator=torch.Generator().manual_seed(0))
     history, start, paused = [], time.perf_counter(), 0.0
 

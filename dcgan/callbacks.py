@@ -1,9 +1,8 @@
 """Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report,
-the reference script's own files, and the networks' parameter table."""
+the reference script's own files, the progress bar and the networks' parameter table."""
 
 import logging
 import time
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -15,25 +14,29 @@ from pytorch_lightning.utilities.model_summary.model_summary import _format_summ
 from torchvision.utils import make_grid, save_image
 
 from dcgan.checkpoints import plain_state_dict, write_atomically
-from dcgan.metrics import NUM_DIGITS, REAL_DIGITS_FID, SampleQuality, load_classifier
+from dcgan.metrics import NUM_DIGITS, SampleQuality, load_classifier, real_digits
 from dcgan.reports import write_curves, write_progress_gif
+from dcgan.sampling import grid_columns, sample, save_grid
 
 log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
-    """Every `every_n_steps` training steps and every `every_n_epochs` epochs, draw G(fixed_noise).
+    """Every `every_n_steps` training steps and every `every_n_epochs` epochs, draw the same `rows` rows of digits
+    from the latent points of seed `seed` (the reference script's fixed noise), as generate.py draws them: 8 to a
+    row, or for a conditional model a column per digit.
 
     Each grid goes to `<dirpath>/step_<step>_epoch_<epoch>.png` (names sort by
     step; epoch counts from 1) and, with a TensorBoard logger, to the IMAGES tab
     under `samples`. Either trigger can be turned off with null.
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int | None = 200, every_n_epochs: int | None = 1, nrow: int = 8):
+    def __init__(self, dirpath: str, every_n_steps: int | None, every_n_epochs: int | None, rows: int, seed: int):
         self.dirpath = Path(dirpath)
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
-        self.nrow = nrow
+        self.rows = rows
+        self.seed = seed
         self._last_step = -1  # a step that ends both a 200-step interval and an epoch gets one grid
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -49,8 +52,9 @@ class SampleGrid(pl.Callback):
         if step == self._last_step or not trainer.is_global_zero:
             return
         self._last_step = step
-        images = pl_module.generate(pl_module.fixed_noise, pl_module.fixed_labels)
-        grid = make_grid(images, nrow=self.nrow, normalize=True, value_range=(-1, 1), padding=2)
+        columns = grid_columns(pl_module)
+        images, _ = sample(pl_module, self.rows * columns, self.seed)
+        grid = make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"step_{step:07d}_epoch_{trainer.current_epoch + 1:03d}.png")
         for logger in trainer.loggers:
@@ -61,26 +65,29 @@ class SampleGrid(pl.Callback):
 class SeedStyleFiles(pl.Callback):
     """The files of the reference script that users copy, by its names, for code that expects them: every
     `weights_every_n_epochs` epochs `generator_epoch_X.pth` and `discriminator_epoch_X.pth` (plain state_dicts
-    of Generator and Discriminator), every `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (G(fixed
-    noise), `nrow` to a row); X is the epoch counted from 1, XXXX the same in 4 digits.
+    of Generator and Discriminator), every `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (`rows` rows
+    of digits from the latent points of seed `seed`, as SampleGrid draws them); X is the epoch counted from 1,
+    XXXX the same in 4 digits.
 
-    The generator saved is the one the image and generate() draw with: the moving average once it has started.
+    The generator saved is the one the image and generate.py draw with: the moving average once it has started.
     Off unless `enabled` (experiment=seed_repro turns it on); either interval can be turned off with null.
     """
 
     def __init__(
         self,
         dirpath: str,
-        enabled: bool = False,
-        weights_every_n_epochs: int | None = 5,
-        image_every_n_epochs: int | None = 10,
-        nrow: int = 8,
+        enabled: bool,
+        weights_every_n_epochs: int | None,
+        image_every_n_epochs: int | None,
+        rows: int,
+        seed: int,
     ):
         self.dirpath = Path(dirpath)
         self.enabled = enabled
         self.weights_every_n_epochs = weights_every_n_epochs
         self.image_every_n_epochs = image_every_n_epochs
-        self.nrow = nrow
+        self.rows = rows
+        self.seed = seed
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.enabled or not trainer.is_global_zero:
@@ -90,44 +97,42 @@ class SeedStyleFiles(pl.Callback):
             for name, net in (("generator", pl_module.sampling_generator), ("discriminator", pl_module.discriminator)):
                 write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
-            images = pl_module.generate(pl_module.fixed_noise, pl_module.fixed_labels)
+            columns = grid_columns(pl_module)
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            save_image(
-                images,
-                self.dirpath / f"image_at_epoch_{epoch:04d}.png",
-                nrow=self.nrow,
-                normalize=True,
-                value_range=(-1, 1),
-                padding=2,
-            )
+            images, _ = sample(pl_module, self.rows * columns, self.seed)
+            save_grid(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", columns)
 
 
 class QualityMetrics(pl.Callback):
     """At the end of every `every_n_epochs` epochs, score `num_samples` generated digits (see dcgan.metrics)
-    and log them: `metric/fid`, `metric/confidence`, `metric/min_digit_share`, `digits/<d>` shares and,
-    for a conditional GAN, `metric/label_accuracy`.
+    and log them: `metric/<figure>` (fid, kid, precision, recall, density, coverage, confidence, min_digit_share
+    and, for a conditional GAN, label_accuracy) and `digits/<d>` shares; and once, the same figures of as many
+    real digits, the floor, as `floor/<figure>`.
 
-    The latent points are the same every time (seeded), so changes come from the model, not the draw.
+    The latent points are the same every time (seed 0, as evaluate.py's), so changes come from the model, not
+    the draw. The copying check is evaluate.py's only: it needs the training digits' features (some seconds).
     """
 
-    def __init__(self, classifier_path: str, num_samples: int = 5000, every_n_epochs: int = 1, batch_size: int = 500):
+    def __init__(self, classifier_path: str, num_samples: int, every_n_epochs: int):
         self.classifier_path = classifier_path
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
-        self.batch_size = batch_size
         self.quality = None  # built on first use: it loads (or trains) the classifier
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
+        root = trainer.datamodule.root
+        floor = {}
         if self.quality is None:
-            classifier = load_classifier(self.classifier_path, trainer.datamodule.root, device=str(pl_module.device))
-            self.quality = SampleQuality(classifier, trainer.datamodule.root)
-        images, labels = pl_module.sample(self.num_samples, seed=0, batch_size=self.batch_size)
-        scores = self.quality.score(images, labels)
+            classifier = load_classifier(self.classifier_path, root, device=str(pl_module.device))
+            self.quality = SampleQuality(classifier, root, copying=False)
+            real = self.quality.score(real_digits(root, self.num_samples, seed=0), training_digits=True)
+            floor = {f"floor/{name}": value for name, value in real.items() if not name.startswith("digit_")}
+        scores = self.quality.score(*sample(pl_module, self.num_samples, seed=0))
         metrics = {f"metric/{name}": value for name, value in scores.items() if not name.startswith("digit_")}
         metrics |= {f"digits/{d}": scores[f"digit_{d}_share"] for d in range(10)}
-        pl_module.log_dict(metrics, rank_zero_only=True)
+        pl_module.log_dict(metrics | floor, rank_zero_only=True)
 
 
 class RunReport(pl.Callback):
@@ -213,9 +218,10 @@ class ProgressLog(pl.Callback):
             return ""
         shares = [float(m[f"digits/{d}"]) for d in range(NUM_DIGITS)]
         rarest = min(range(NUM_DIGITS), key=shares.__getitem__)
+        floor = f" (real digits: {float(m['floor/fid']):.1f})" if "floor/fid" in m else ""
         return (
-            f": FID {float(m['metric/fid']):.1f} (real digits: {REAL_DIGITS_FID}), "
-            f"rarest digit {rarest} at {shares[rarest]:.1%}"
+            f": FID {float(m['metric/fid']):.1f}{floor}, precision {float(m['metric/precision']):.2f}, recall "
+            f"{float(m['metric/recall']):.2f}, rarest digit {rarest} at {shares[rarest]:.1%}"
         )
 
 
@@ -248,31 +254,3 @@ class ParameterSummary(ModelSummary):
             total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
         )
         log.info("\n%s", "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
-
-
-class DropLightningTip(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
-
-
-# One instance: Logger.addFilter skips a filter it already has, so train() may run many times in one process.
-DROP_LIGHTNING_TIP = DropLightningTip()
-
-# Warnings a user can do nothing about, each matched by its own message (a regular expression, as
-# warnings.filterwarnings takes it); tests/conftest.py gives pytest the same list.
-UNACTIONABLE_WARNINGS = (
-    # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    # The summary counts parameter bytes at 32 bits for bf16-mixed and 16-mixed, which is right: the weights stay fp32.
-    "Precision (bf)?16-mixed is not supported by the model summary",
-    # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
-    "You're resuming from a checkpoint that ended before the epoch ended",
-)
-
-
-def quiet_lightning() -> None:
-    """Keep the console to the run: Lightning's advertising tip, and the warnings a user can do nothing about
-    (other warnings still show). Calling it again adds nothing."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DROP_LIGHTNING_TIP)
-    for message in UNACTIONABLE_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)  # an equal filter replaces the one before it

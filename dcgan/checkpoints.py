@@ -1,8 +1,9 @@
 """Checkpoints and the files made from them: one reader for them all, and writes that are never half done.
 
 read_checkpoint is the one place a checkpoint is read, so every entry point
-(train.py's resume, generate.py, evaluate.py, export.py) refuses a bad file
-with the same one-paragraph message.
+(train.py's resume, generate.py, evaluate.py, export.py, app.py) refuses a bad
+file with the same one-paragraph message, and upgrade the one place where a
+checkpoint of an older format is brought to this one.
 
 Lightning's TorchCheckpointIO writes through an fsspec transaction: the bytes go
 to a temporary file in $TMPDIR, then move over the target. When $TMPDIR is on
@@ -26,7 +27,32 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from dcgan.errors import UserFacingError
-from dcgan.module import DCGAN
+
+# checkpoint["dcgan_format"]; the checkpoints written before it was (up to commit c218713) are format 1.
+CHECKPOINT_FORMAT = 2
+# Format 1's switches of experiments that lost (docs/recipe.md has each result), with their value when off. A
+# checkpoint that used one cannot be drawn from as it was trained; the commit that last held their code can.
+REMOVED_SWITCHES = {
+    "info_codes": (None, "InfoGAN's categorical code"),
+    "d_pack": (1, "PacGAN's packing of images into one input of D"),
+    "d_minibatch_std": (False, "the minibatch standard deviation channel of D"),
+    "sample_bn": ("running", "sampling with each batch's BatchNorm statistics"),
+}
+LAST_COMMIT_WITH_REMOVED_SWITCHES = "c218713"
+# Keys a format-1 checkpoint may lack, with what the model did before each existed.
+FORMAT_1_DEFAULTS = {
+    "num_classes": None,
+    "clusters": None,
+    "ema_decay": None,
+    "ema_start_step": 0,
+    "channels_last": False,
+    "compile": False,
+    "fused_adam": False,
+}
+# Keys format 1 had that no model reads any more: the learning rates per network (format 1's `lr` was both
+# unless they were set, and a resume takes its learning rate from the config), the fixed noise of the grids (now
+# the grids' own seed, callbacks.sample_grid), and InfoGAN's weight.
+FORMAT_1_DROPPED = ("lr_g", "lr_d", "num_fixed_samples", "fixed_noise_seed", "info_weight")
 
 
 class CheckpointError(UserFacingError):
@@ -34,7 +60,8 @@ class CheckpointError(UserFacingError):
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint train.py wrote at `path`, read safely (weights_only: tensors and plain values, no code)."""
+    """The checkpoint train.py wrote at `path`, read safely (weights_only: tensors and plain values, no code) and
+    upgraded to this format."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
@@ -53,6 +80,39 @@ def read_checkpoint(path: str | Path) -> dict:
             "by this project's train.py. Give another one, e.g. the run's checkpoints/last.ckpt or an earlier "
             "checkpoints/epoch_NNN.ckpt beside it."
         ) from None
+    try:
+        return upgrade(checkpoint)
+    except CheckpointError as err:
+        raise CheckpointError(f"ckpt_path={path} cannot be used: {err}") from None
+
+
+def upgrade(checkpoint: dict) -> dict:
+    """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse
+    one that used a removed switch, naming it and the commit that can still read it."""
+    if checkpoint.get("dcgan_format", 1) >= CHECKPOINT_FORMAT:
+        return checkpoint
+    hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
+    used = [
+        f"model.{key}={hparams[key]} ({what})"
+        for key, (off, what) in REMOVED_SWITCHES.items()
+        if hparams.get(key, off) != off
+    ]
+    if used:
+        raise CheckpointError(
+            f"it was trained with {' and '.join(used)}, an experiment that lost and was removed from the project "
+            f"(docs/recipe.md has its result). This version would draw other digits from it than it was trained to, "
+            f"so it refuses it. The commit that last had the switch reads it: `git checkout "
+            f"{LAST_COMMIT_WITH_REMOVED_SWITCHES}` (and its requirements.txt), then run the same command there."
+        )
+    for key in (*REMOVED_SWITCHES, *FORMAT_1_DROPPED):
+        hparams.pop(key, None)
+    for key, value in FORMAT_1_DEFAULTS.items():
+        hparams.setdefault(key, value)
+    for key in ("fixed_noise", "fixed_labels"):
+        state.pop(key, None)
+    for key in [key for key in state if key.startswith("discriminator.label_projection.")]:
+        state[key.replace(".label_projection.", ".class_projection.")] = state.pop(key)
+    checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
     return checkpoint
 
 
@@ -70,19 +130,6 @@ def run_folder(path: str | Path) -> Path:
     """The run folder a checkpoint belongs to: the folder holding checkpoints/, else the checkpoint's own folder."""
     path = Path(path)
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def gan_from(checkpoint: dict) -> DCGAN:
-    """The GAN saved in `checkpoint` (as read_checkpoint returns it), with its weights, on the CPU."""
-    gan = DCGAN(**checkpoint["hyper_parameters"])
-    gan.on_load_checkpoint(checkpoint)  # an average G the checkpoint lacks, or one this model does not keep
-    gan.load_state_dict(checkpoint["state_dict"])
-    return gan
-
-
-def load_gan(path: str | Path, map_location: str | torch.device = "cpu") -> DCGAN:
-    """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
-    return gan_from(read_checkpoint(path)).to(map_location)
 
 
 def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
@@ -116,14 +163,20 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> N
 
 
 class EpochCheckpoints(ModelCheckpoint):
-    """ModelCheckpoint that also writes last.ckpt when training ends: on its schedule alone, a 6-epoch run
-    with checkpoints every 5 epochs would end with last.ckpt at epoch 5, and a 3-epoch run with none."""
+    """ModelCheckpoint that writes last.ckpt at the end of every epoch, whatever the schedule of its periodic
+    checkpoints, and when training ends part way through an epoch (trainer.max_time, max_steps): a kill -9 loses
+    at most the epoch in progress, and a finished run's last.ckpt is always its final state."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        super().on_train_epoch_end(trainer, pl_module)  # epoch_NNN.ckpt on its schedule, last.ckpt beside it
+        self.write_last(trainer)
 
     def on_train_end(self, trainer, pl_module):
-        if self.save_last and self.dirpath:
-            self.last_model_path = str(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
-            # As ModelCheckpoint's own saves do; unset, Lightning prints that it picked False.
-            trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
+        self.write_last(trainer)
+
+    def write_last(self, trainer) -> None:
+        if self.save_last and self._last_global_step_saved != trainer.global_step:  # not yet saved at this step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -121,6 +121,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+# (MNIST root, k) -> the training digits' clusters: k-means runs once per process (a sweep's jobs, the tests).
+CLUSTERS: dict[tuple[str, int], torch.Tensor] = {}
+
+
 class EpochBatches(DistributedSampler):
     """This rank's shard of a permutation drawn from (seed, epoch), as batches of indices; the first
     `skip_batches` batches left out.
@@ -161,7 +165,7 @@ class MNISTDataModule(pl.LightningDataModule):
     more than the networks' own work (see docs/benchmarks.md).
     """
 
-    def __init__(self, root: str = "data", batch_size: int = 128, seed: int = 0):
+    def __init__(self, root: str, batch_size: int, seed: int):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
@@ -181,7 +185,10 @@ class MNISTDataModule(pl.LightningDataModule):
         """Replace the training digits' labels by their pixel clusters (`pixel_clusters`), for a GAN that
         conditions on those instead of on digits; returns each cluster's share of the digits (k,)."""
         images, _ = self.train_set.tensors
-        clusters = pixel_clusters(images, k).to(images.device)
+        key = (str(Path(self.root).resolve()), k)
+        if key not in CLUSTERS:
+            CLUSTERS[key] = pixel_clusters(images, k)
+        clusters = CLUSTERS[key].to(images.device)
         self.train_set = TensorDataset(images, clusters)
         return torch.bincount(clusters, minlength=k).float().cpu() / len(clusters)
 

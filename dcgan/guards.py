@@ -1,8 +1,6 @@
 """Guards on training health: no NaN or Inf ever reaches the weights and a run that makes one stops; a warning when
 D has won completely. Neither waits for the device in an ordinary step (tests/test_syncs.py)."""
 
-import math
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
@@ -115,7 +113,7 @@ class CollapseWarning(pl.Callback):
     D(G(z)) < `d_fake_below` and loss/g > `loss_g_above`. G then gets almost no gradient and rarely recovers.
     The values are read at logging steps only (trainer.log_every_n_steps): each read waits for the device."""
 
-    def __init__(self, d_fake_below: float = 0.01, loss_g_above: float = -math.log(0.01), patience: int = 200):
+    def __init__(self, d_fake_below: float, loss_g_above: float, patience: int):
         self.d_fake_below = d_fake_below
         self.loss_g_above = loss_g_above
         self.patience = patience
@@ -134,7 +132,8 @@ class CollapseWarning(pl.Callback):
             rank_zero_warn(
                 f"Possible collapse at step {pl_module.step}: at every logged step of the last {self.streak}, the "
                 f"discriminator has rejected every fake (D(G(z)) = {d_fake:.2g} < {self.d_fake_below}) and loss/g = "
-                f"{loss_g:.3g} > {self.loss_g_above:.3g}, so the generator learns almost nothing. Try a lower "
-                "model.lr_d, a higher model.instance_noise_std, or model.label_smoothing=[0.7,0.9].",
+                f"{loss_g:.3g} > {self.loss_g_above:.3g}, so the generator learns almost nothing. Handicap D: "
+                "a higher model.instance_noise_std (or a longer model.instance_noise_anneal_steps), "
+                "model.label_smoothing=[0.7,0.9], or model.d_dropout=0.3.",
                 category=UserWarning,
             )

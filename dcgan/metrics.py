@@ -9,12 +9,14 @@ confidence and, for a conditional GAN, how often it reads the digit that was ask
 """
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from dcgan.checkpoints import write_atomically
 from dcgan.data import load_mnist_tensors, to_model_range
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 
 NUM_DIGITS = 10
 MIN_TEST_ACCURACY = 0.99  # below this the classifier's features would not be trusted
-REAL_DIGITS_FID = 3.28  # the floor: 10k real training digits (`python evaluate.py real=true`, docs/metric.md)
+MIN_SAMPLES = 2  # the fewest digits a Frechet distance can be computed from (a covariance needs two)
 
 
 class MNISTClassifier(nn.Module):
@@ -109,46 +111,205 @@ def load_classifier(path: str | Path, data_root: str, device: str = "cpu") -> MN
     return classifier.to(device).eval()
 
 
-class SampleQuality:
-    """Scores a set of generated digits against the MNIST test split.
+NEAREST_K = 3  # the k of precision, recall, density and coverage (Kynkaanniemi et al. use 3)
+KID_SUBSET = 1000  # digits per subset of the kernel distance (torchmetrics' default)
 
-    The test split's features are computed once; each `score` call then costs
-    one classifier pass over the generated images.
+
+class Features(nn.Identity):
+    """torchmetrics' feature extractor for features already extracted: SampleQuality runs the classifier once
+    per batch and hands the Frechet and kernel distances its features."""
+
+    num_features = MNISTClassifier.num_features
+
+
+def nearest_distances(x: torch.Tensor, y: torch.Tensor, k: int = 1, skip_self: bool = False, chunk: int = 2000):
+    """The distance from each row of x to its k-th nearest row of y (Euclidean, in chunks of x to bound memory);
+    with `skip_self`, x is y and a row's distance to itself (0) is left out."""
+    found = []
+    for start in range(0, len(x), chunk):
+        distances = torch.cdist(x[start : start + chunk], y)
+        if skip_self:
+            rows = torch.arange(len(distances), device=x.device)
+            distances[rows, rows + start] = float("inf")
+        found.append(distances.topk(k, dim=1, largest=False).values[:, -1])  # topk: kthvalue is 10x slower here
+    return torch.cat(found)
+
+
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, real_radii: torch.Tensor, k: int):
+    """Kynkaanniemi et al. (2019)'s precision and recall and Naeem et al. (2020)'s density and coverage, as the
+    authors' `prdc` package computes them: each set's manifold is the union of balls around its points reaching
+    their k-th nearest neighbour. Precision: the share of fakes inside the real manifold; recall: the share of
+    reals inside the fake manifold; density: fakes inside real balls, counted with multiplicity, over k; coverage:
+    the share of real balls that hold a fake. `real_radii` are the reals' k-th neighbour distances."""
+    fake_radii = nearest_distances(fake, fake, k, skip_self=True)
+    inside_real, in_real_ball, covered, recalled = 0, 0.0, torch.zeros(len(real), dtype=torch.bool), []
+    for start in range(0, len(fake), 2000):
+        distances = torch.cdist(real, fake[start : start + 2000])  # (real, fake chunk)
+        within = distances < real_radii[:, None]
+        inside_real += within.any(dim=0).sum().item()
+        in_real_ball += within.sum().item()
+        covered |= within.any(dim=1).cpu()
+        recalled.append((distances < fake_radii[None, start : start + 2000]).any(dim=1))
+    return {
+        "precision": inside_real / len(fake),
+        "recall": torch.stack(recalled).any(dim=0).float().mean().item(),
+        "density": in_real_ball / k / len(fake),
+        "coverage": covered.float().mean().item(),
+    }
+
+
+class SampleQuality:
+    """Scores a set of generated digits against the MNIST test split, in the classifier's features.
+
+    The distances (precision, recall, density, coverage; copying) are between features scaled to unit length:
+    their length says mostly how much ink a digit has, and with it, noise and blank images land in the
+    neighbourhoods of faint real digits (precision 0.98 for uniform noise, against 0.35 on the unit sphere;
+    docs/metric.md).
+
+    The test split's features (and its k-th neighbour distances) are computed once, and with `copying` the
+    training split's (60k digits: some seconds); each `score` call then costs one classifier pass over the
+    generated digits, and their distances to those sets.
     """
 
-    def __init__(self, classifier: MNISTClassifier, data_root: str, batch_size: int = 500):
+    def __init__(self, classifier: MNISTClassifier, data_root: str, copying: bool, batch_size: int = 500):
         self.classifier = classifier.eval()
         self.batch_size = batch_size
-        device = next(classifier.parameters()).device
+        self.device = next(classifier.parameters()).device
         # sync_on_compute=False: under DDP only rank 0 scores (all its samples), so there is nobody to sync with.
-        self.fid = FrechetInceptionDistance(
-            feature=classifier.features, reset_real_features=False, normalize=True, sync_on_compute=False
-        )
-        self.fid.to(device)
-        test_images, _ = load_mnist_tensors(data_root, train=False)
-        with torch.no_grad():
-            for batch in to_model_range(test_images).to(device).split(batch_size):
-                self.fid.update(batch, real=True)
+        self.fid = FrechetInceptionDistance(feature=Features(), reset_real_features=False, sync_on_compute=False)
+        with warnings.catch_warnings():  # that it keeps every feature: 10k and one set of samples, a few MB
+            warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save all extracted features")
+            self.kid = KernelInceptionDistance(feature=Features(), reset_real_features=False, sync_on_compute=False)
+        self.fid.to(self.device)
+        self.kid.to(self.device)
+        test = self.features(to_model_range(load_mnist_tensors(data_root, train=False)[0]))[0]
+        self.fid.update(test, real=True)
+        self.kid.update(test, real=True)
+        self.test = F.normalize(test, dim=1)
+        self.test_radii = nearest_distances(self.test, self.test, NEAREST_K, skip_self=True)
+        if copying:
+            train = self.features(to_model_range(load_mnist_tensors(data_root, train=True)[0]))[0]
+            self.train = F.normalize(train, dim=1)
+            self.test_to_train = nearest_distances(self.test, self.train)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, requested_labels: torch.Tensor | None = None) -> dict[str, float]:
-        """images: (N, 1, 28, 28) in [-1, 1]. Returns fid, confidence, min_digit_share, digit_<d>_share
-        and, given the labels the images were generated for, label_accuracy."""
-        self.fid.reset()  # keeps the test split's features
-        images = images.to(self.fid.device, torch.float32)
-        probabilities = []
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classifier's features (N, 128) and its probabilities (N, 10) of images (N, 1, 28, 28) in [-1, 1]."""
+        features, probabilities = [], []
         for batch in images.split(self.batch_size):
-            self.fid.update(batch, real=False)
-            probabilities.append(F.softmax(self.classifier(batch), dim=1))
-        probabilities = torch.cat(probabilities)
+            batch_features = self.classifier.features(batch.to(self.device, torch.float32))
+            features.append(batch_features)
+            probabilities.append(F.softmax(self.classifier.head(batch_features), dim=1))
+        return torch.cat(features), torch.cat(probabilities)
+
+    @torch.no_grad()
+    def score(
+        self, images: torch.Tensor, requested_labels: torch.Tensor | None = None, training_digits: bool = False
+    ) -> dict[str, float]:
+        """images: (N, 1, 28, 28) in [-1, 1]. Returns fid; kid (its mean over subsets); precision, recall, density
+        and coverage (k = NEAREST_K); confidence, min_digit_share and digit_<d>_share as the classifier reads them;
+        given the labels the images were drawn for, label_accuracy; and with `copying`, copy_ratio, the median
+        distance from a digit to its nearest training digit over the same median for the test digits, and
+        copies, the share of digits nearer to a training digit than 99% of the test digits are.
+        `training_digits`: the images are training digits (real=true, the floor), each then measured against the
+        other training digits."""
+        features, probabilities = self.features(images)
+        self.fid.reset()  # keeps the test split's features
+        self.kid.reset()
+        self.fid.update(features, real=False)
+        self.kid.update(features, real=False)
+        self.kid.subset_size = min(KID_SUBSET, len(features))
+        with torch.random.fork_rng(devices=[]):  # KID draws its subsets from torch's stream: not a training run's
+            torch.manual_seed(0)
+            kid = self.kid.compute()[0].item()
         predicted = probabilities.argmax(dim=1)
         shares = torch.bincount(predicted, minlength=NUM_DIGITS).float() / len(predicted)
         scores = {
             "fid": self.fid.compute().item(),
+            "kid": kid,
+            **precision_recall_density_coverage(self.test, F.normalize(features, dim=1), self.test_radii, NEAREST_K),
             "confidence": probabilities.max(dim=1).values.mean().item(),
             "min_digit_share": shares.min().item(),
             **{f"digit_{d}_share": shares[d].item() for d in range(NUM_DIGITS)},
         }
         if requested_labels is not None:
             scores["label_accuracy"] = (predicted.cpu() == requested_labels.cpu()).float().mean().item()
+        if hasattr(self, "train"):
+            to_train = nearest_distances(F.normalize(features, dim=1), self.train, k=2 if training_digits else 1)
+            scores["copy_ratio"] = (to_train.median() / self.test_to_train.median()).item()
+            scores["copies"] = (to_train < self.test_to_train.quantile(0.01)).float().mean().item()
         return scores
+
+
+def real_digits(data_root: str, num_samples: int, seed: int) -> torch.Tensor:
+    """`num_samples` training digits drawn at random: what a perfect generator would produce."""
+    images, _ = load_mnist_tensors(data_root, train=True)
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
+    return to_model_range(images[pick])
+
+
+# What evaluate.py prints of the scores, in order: the key, its label, and how a value is written.
+FIGURES = (
+    ("fid", "Frechet distance, FID (lower is better)", "{:.2f}"),
+    ("kid", "kernel distance, KID (lower is better)", "{:.3f}"),
+    ("precision", f"precision, k={NEAREST_K} (fakes that look real)", "{:.3f}"),
+    ("recall", f"recall, k={NEAREST_K} (reals the fakes cover)", "{:.3f}"),
+    ("density", f"density, k={NEAREST_K}", "{:.3f}"),
+    ("coverage", f"coverage, k={NEAREST_K}", "{:.3f}"),
+    ("copy_ratio", "nearest training digit, over test digits' (1: no copying)", "{:.3f}"),
+    ("copies", "nearer a training digit than 99% of test digits", "{:.1%}"),
+    ("confidence", "mean confidence of the classifier", "{:.3f}"),
+    ("label_accuracy", "read as the digit asked for", "{:.3f}"),
+    ("min_digit_share", "the rarest digit's share (10% is balance)", "{:.1%}"),
+)
+
+
+def figure(key: str, value: float) -> str:
+    return next(spec for k, _, spec in FIGURES if k == key).format(value)
+
+
+def format_scores(scores: dict[str, float], floor: dict[str, float] | None = None) -> str:
+    """The scores as evaluate.py prints them (and MODEL_CARD.md shows them), beside real digits' (the floor)."""
+    lines = [f"{'':<58}{'generated':>12}{'real digits' if floor else '':>14}"]
+    for key, label, _ in FIGURES:
+        if key in scores:
+            real = figure(key, floor[key]) if floor and key in floor else ""
+            lines.append(f"{label:<58}{figure(key, scores[key]):>12}{real:>14}")
+    lines.append("digit shares: " + "  ".join(f"{d}: {scores[f'digit_{d}_share']:.1%}" for d in range(NUM_DIGITS)))
+    return "\n".join(lines)
+
+
+def runs_summary(results: dict[str, dict[str, float]]) -> dict:
+    """One run's scores as they are; several runs' as {"runs": ..., "mean": ..., "std": ...} over the runs."""
+    if len(results) == 1:
+        return next(iter(results.values()))
+    keys = [key for key in next(iter(results.values())) if all(key in scores for scores in results.values())]
+    values = {key: torch.tensor([scores[key] for scores in results.values()], dtype=torch.float64) for key in keys}
+    return {
+        "runs": results,
+        "mean": {key: v.mean().item() for key, v in values.items()},
+        "std": {key: v.std().item() for key, v in values.items()},
+    }
+
+
+def format_runs(results: dict[str, dict[str, float]], floor: dict[str, float] | None = None) -> str:
+    """evaluate.py's report: one run's scores, or each figure's mean and spread (the standard deviation) over
+    several runs (seeds, say) and each run's own; beside them real digits' (the floor)."""
+    if len(results) == 1:
+        ((name, scores),) = results.items()
+        return f"{name}\n{format_scores(scores, floor)}"
+    summary = runs_summary(results)
+    names = [f"run {i + 1}: {name}" for i, name in enumerate(results)]
+    header = f"{'':<58}{'mean +- std':>20}" + "".join(f"{f'run {i + 1}':>10}" for i in range(len(results)))
+    lines = [*names, header + (f"{'real digits':>14}" if floor else "")]
+    for key, label, _ in FIGURES:
+        if key in summary["mean"]:
+            spread = f"{figure(key, summary['mean'][key])} +- {figure(key, summary['std'][key])}"
+            each = "".join(f"{figure(key, scores[key]):>10}" for scores in results.values())
+            real = f"{figure(key, floor[key]):>14}" if floor and key in floor else ""
+            lines.append(f"{label:<58}{spread:>20}{each}{real}")
+    for d in range(NUM_DIGITS):
+        key = f"digit_{d}_share"
+        spread = f"{summary['mean'][key]:.1%} +- {summary['std'][key]:.1%}"
+        lines.append(f"{f'share of the {d}':<58}{spread:>20}" + "".join(f"{s[key]:>10.1%}" for s in results.values()))
+    return "\n".join(lines)

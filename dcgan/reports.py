@@ -24,7 +24,17 @@ from torch.utils.tensorboard.summary import hparams  # noqa: E402
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
 LABEL_HEIGHT = 14
 # The HPARAMS table's metric columns: the quality metric and the scalars DCGAN.training_step logs.
-HPARAM_METRICS = ("metric/fid", "metric/min_digit_share", "loss/d", "loss/g", "d/real", "d/fake")
+HPARAM_METRICS = (
+    "metric/fid",
+    "metric/kid",
+    "metric/precision",
+    "metric/recall",
+    "metric/min_digit_share",
+    "loss/d",
+    "loss/g",
+    "d/real",
+    "d/fake",
+)
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict:
@@ -115,6 +125,8 @@ def write_curves(run_dir: Path) -> Path | None:
     if fid:
         epochs = [epoch_at_step.get(step, float("nan")) + 1 for step, _ in fid]
         axes[2].plot(epochs, [v for _, v in fid], marker="o", label="Frechet distance (lower is better)")
+        if "floor/fid" in scalars:
+            axes[2].axhline(scalars["floor/fid"][0][1], color="gray", linestyle="--", label="real digits")
         axes[2].set(title="Quality", xlabel="epoch", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)

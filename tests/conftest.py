@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from dcgan.callbacks import UNACTIONABLE_WARNINGS
+from dcgan.cli import UNACTIONABLE_WARNINGS
 from dcgan.data import ensure_mnist
 from dcgan.metrics import load_classifier
-from tests.helpers import only_child, run_train
+from tests.helpers import TINY, compose_config, only_child, run_train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,13 +29,11 @@ def mnist_root() -> str:
     return str(Path(root).resolve())
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def classifier_path(mnist_root, tmp_path_factory) -> str:
-    """The quality metric's classifier, trained from scratch once per test session, as on a fresh machine.
-
-    The train.py and evaluate.py processes that tests start find it through $DCGAN_CLASSIFIER.
-    $REUSE_CLASSIFIER=<path> reuses one trained before, to save that minute while iterating locally.
-    """
+    """The quality metric's classifier, trained from scratch once per test session, as on a fresh machine; for
+    the tests that score (all marked slow). The train.py and evaluate.py processes they start find it through
+    $DCGAN_CLASSIFIER. $REUSE_CLASSIFIER=<path> reuses one trained before, to save that minute locally."""
     path = os.environ.get("REUSE_CLASSIFIER") or tmp_path_factory.mktemp("classifier") / "mnist_classifier.pt"
     load_classifier(path, mnist_root)
     with pytest.MonkeyPatch.context() as env:
@@ -58,3 +56,43 @@ def smoke_run(mnist_root, classifier_path, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cgan_smoke_run(mnist_root, classifier_path, tmp_path_factory) -> Path:
     return smoke_train(tmp_path_factory, "model=cgan", f"data.root={mnist_root}", f"classifier_path={classifier_path}")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The fast tier (`-m "not slow"`) must run without the metric's classifier, which takes a minute to train.
+    for item in items:
+        if "classifier_path" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow"):
+            raise pytest.UsageError(f"{item.nodeid} needs the metric's classifier: mark it @pytest.mark.slow")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(mnist_root, tmp_path_factory) -> Path:
+    """A real run in this process, small enough for the fast tier: 2 epochs of 2 steps of networks 8 wide, with
+    a checkpoint at each epoch end and no metric."""
+    from train import train
+
+    folder = tmp_path_factory.mktemp("tiny")
+    train(compose_config(*TINY, f"data.root={mnist_root}", output_dir=str(folder)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_cgan_run(mnist_root, tmp_path_factory) -> Path:
+    """tiny_run's conditional GAN (model=cgan)."""
+    from train import train
+
+    folder = tmp_path_factory.mktemp("tiny_cgan")
+    train(compose_config(*TINY, "model=cgan", "model.clusters=null", f"data.root={mnist_root}", output_dir=str(folder)))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_need_no_classifier(request, monkeypatch):
+    """In the fast tier, loading the metric's classifier fails, so that no test there trains it unnoticed."""
+    if not request.node.get_closest_marker("slow"):
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test scores with the metric's classifier: mark it @pytest.mark.slow")
+
+        monkeypatch.setattr("dcgan.metrics.load_classifier", refuse)
+        monkeypatch.setattr("dcgan.callbacks.load_classifier", refuse)

@@ -1,6 +1,7 @@
 """Helpers shared by the tests: run train.py as a user would, and find its outputs."""
 
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SMOKE_STEPS = 20  # experiment=smoke (conftest.py's smoke_run): 2 epochs of 10 training steps
+# conftest.py's tiny_run, and what tests start from to train a few quick steps in their own process.
+TINY = (
+    "experiment=smoke",
+    "trainer.limit_train_batches=2",
+    "trainer.log_every_n_steps=1",
+    "model.g_width=8",
+    "model.d_width=8",
+    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
+    "callbacks.quality=null",
+    "callbacks.progress_bar=null",
+    "callbacks.model_summary=null",
+)
 
 
 def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
@@ -44,6 +57,20 @@ def run_script(script: str, *args: str, env: dict | None = None, check: bool = T
     if check and result.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def run_here(script: str, *args: str) -> None:
+    """`python <script> <args>` in this process: the script's own `__main__`, as the shell would run it (quicker
+    than a process of its own). A refusal raises SystemExit, as it exits the process."""
+    saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    finally:
+        sys.argv = saved_argv
+        os.environ.pop("HYDRA_FULL_ERROR", None)  # dcgan.cli.run sets it
+        if saved_env is not None:
+            os.environ["HYDRA_FULL_ERROR"] = saved_env
 
 
 def only_child(folder: Path) -> Path:

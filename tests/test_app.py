@@ -1,6 +1,6 @@
 """app.py in a real browser: app.py started as a user starts it, on a free port, and Debian's Chromium driven by
-Playwright through each of its features, for a real DCGAN and a real CGAN smoke run; and its refusal of a bad
-checkpoint. `-s` prints the page's times; `UPDATE_DOCS=1` saves its screenshots into docs/images/ (docs/app.md),
+Playwright through each of its features, for a real DCGAN and a real CGAN smoke run (its refusals of bad input
+are tests/test_validation.py's). `-s` prints the page's times; `UPDATE_DOCS=1` saves its screenshots into docs/images/ (docs/app.md),
 and `APP_RUN=outputs/runs/<run>` runs the DCGAN test on a trained run instead, as the screenshots were taken."""
 
 import os
@@ -21,9 +21,11 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.checkpoints import load_gan
-from generate import grid_columns, requested_labels, save_grid, walk
-from tests.helpers import REPO, run_script
+from dcgan.module import load_gan
+from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow  # app.py in a process of its own, and a browser
 
 DOCS_IMAGES = REPO / "docs" / "images"
 # A new image in #id: loaded, and other than the one shown before (`old`); its address and size in pixels.
@@ -183,7 +185,7 @@ def check_progress(page: Page, run: Path, gan) -> None:
     assert f"1 of {len(checkpoints)}" in page.caption() and checkpoints[0].name in page.caption()
     assert_same_grid(
         page.pixels("progress", f"{checkpoints[0].stem}_seed0.png"),
-        page.drawn(first.sample(columns**2, seed=0)[0], columns),
+        page.drawn(sample(first, columns**2, seed=0)[0], columns),
     )
     page.screenshot("app_progress.png")
 
@@ -207,7 +209,7 @@ def test_dcgan_page_draws_grids_walks_and_progress(browser, request, tmp_path):
         page.set("grid_count", 20)
         assert page.timed("grid_draw", "grid")[0] == grid_size(20, 8)
         assert_same_grid(
-            page.pixels("grid", "grid_seed5_20.png"), page.drawn(gan.sample(20, seed=5)[0], 8)
+            page.pixels("grid", "grid_seed5_20.png"), page.drawn(sample(gan, 20, seed=5)[0], 8)
         )  # generate.py's grid
         page.set("grid_count", 64)
         page.timed("grid_draw", "grid")
@@ -251,7 +253,7 @@ def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
         page.set("grid_seed", 4)
         page.set("grid_count", 20)
         assert page.timed("grid_draw", "grid")[0] == grid_size(20, 10)
-        sevens_and_threes = gan.sample(20, seed=4, labels=requested_labels(gan, [3, 7], 20))[0]
+        sevens_and_threes = sample(gan, 20, seed=4, labels=requested_labels(gan, [3, 7], 20))[0]
         assert_same_grid(page.pixels("grid", "grid_seed4_20_digits37.png"), page.drawn(sevens_and_threes, 10))
 
         page.tab("Walk")
@@ -275,7 +277,7 @@ def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
 
     demo = Demo(smoke_run / "checkpoints" / "last.ckpt", smoke_run, tmp_path)
     loaded = {key: value.clone() for key, value in demo.gan.state_dict().items()}
-    expected = demo.gan.sample(100, seed=1)[0]
+    expected = sample(demo.gan, 100, seed=1)[0]
 
     def requests():
         for seed in range(10):
@@ -289,18 +291,4 @@ def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
         thread.join()
     changed = [key for key, value in demo.gan.state_dict().items() if not torch.equal(value, loaded[key])]
     assert not changed, f"drawing at once changed {changed}"
-    assert torch.equal(demo.gan.sample(100, seed=1)[0], expected)
-
-
-@pytest.mark.parametrize("damage", ["truncated", "missing"])
-def test_bad_checkpoint_gets_the_message_generate_gives_and_no_page(smoke_run, tmp_path, damage):
-    bad = tmp_path / "bad.ckpt"
-    if damage == "truncated":
-        bad.write_bytes((smoke_run / "checkpoints" / "last.ckpt").read_bytes()[:5000])
-    port = free_port()
-    result = run_script("app.py", f"ckpt_path={bad}", f"port={port}", check=False, timeout=120)
-    generate = run_script("generate.py", f"ckpt_path={bad}", f"output={tmp_path / 'x.png'}", check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == generate.stderr.strip()
-    assert ("is not a readable checkpoint" if damage == "truncated" else "does not exist") in result.stderr
-    assert "The page is at" not in result.stdout
+    assert torch.equal(sample(demo.gan, 100, seed=1)[0], expected)

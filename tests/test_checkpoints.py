@@ -1,16 +1,22 @@
-"""Checkpoints (dcgan/checkpoints.py): what a run's checkpoints hold and when they are written, and a kill -9 in
-the middle of writing one leaves the previous one whole."""
+"""Checkpoints (dcgan/checkpoints.py): what a run's checkpoints hold and when they are written, that a kill -9
+loses at most the epoch in progress and never half a file, and that older checkpoints are upgraded, or refused
+when they used a switch that was removed."""
 
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from dcgan.checkpoints import AtomicCheckpointIO, read_checkpoint, saved_at
-from tests.helpers import REPO, SMOKE_STEPS, compose_config, load_checkpoint, only_child, run_train
+from dcgan.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint, saved_at
+from dcgan.module import DCGAN
+from tests.helpers import REPO, SMOKE_STEPS, TINY, compose_config, load_checkpoint, only_child, run_train
+from train import train
 
 # Saves version 1, then starts saving version 2 with a torch.save that stops half way and waits to be killed.
 WRITER = """
@@ -47,6 +53,7 @@ def kill_mid_write(path, how: str) -> None:
     writer.wait()
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
     kill_mid_write(path, "atomic")
@@ -58,6 +65,7 @@ def test_kill_9_while_writing_keeps_the_previous_checkpoint(tmp_path):
     assert not leftover.exists()  # the next save clears it
 
 
+@pytest.mark.slow
 def test_the_same_kill_corrupts_a_checkpoint_written_in_place(tmp_path):
     # The control: the test above would catch a non-atomic save.
     path = tmp_path / "last.ckpt"
@@ -74,30 +82,126 @@ def test_the_trainer_writes_checkpoints_atomically(option):
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
-def test_last_checkpoint_holds_the_final_step_when_the_last_epoch_is_off_schedule(mnist_root, tmp_path):
-    """Checkpoints every 5 epochs, 2 epochs run: last.ckpt is still written, at the final step."""
-    run_train(
-        "experiment=smoke",
-        "trainer.limit_train_batches=3",
-        "model.g_width=8",
-        "model.d_width=8",
-        "callbacks.quality=null",
-        "callbacks.checkpoint.every_n_epochs=5",
-        f"data.root={mnist_root}",
-        f"output_root={tmp_path}",
-    )
-    checkpoints = only_child(tmp_path / "runs") / "checkpoints"
-    assert [p.name for p in checkpoints.glob("*.ckpt")] == ["last.ckpt"]
+def test_a_runs_checkpoints_end_with_its_last_step(tiny_run):
+    """tiny_run: 2 epochs of 2 steps, a periodic checkpoint at each epoch end (experiment=smoke)."""
+    checkpoints = tiny_run / "checkpoints"
+    assert {p.name for p in checkpoints.glob("*.ckpt")} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
     last = checkpoints / "last.ckpt"
-    assert saved_at(read_checkpoint(last), last) == {"path": str(last), "step": 6, "epoch": 2}
+    assert saved_at(read_checkpoint(last), last) == {"path": str(last), "step": 4, "epoch": 2}
 
 
-def test_smoke_run_checkpoints_hold_both_networks_and_the_fixed_noise(smoke_run):
+class LastCheckpointSteps(pl.Callback):
+    """The training step last.ckpt holds at the start of each epoch (the previous epoch's end wrote it), in `seen`."""
+
+    seen: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+        LastCheckpointSteps.seen.append(load_checkpoint(last)["global_step"] // 2 if last.is_file() else 0)
+
+
+def test_last_ckpt_follows_each_epoch_between_periodic_checkpoints(mnist_root, tmp_path):
+    LastCheckpointSteps.seen = []
+    train(
+        compose_config(
+            *TINY,
+            "trainer.max_epochs=3",
+            "callbacks.checkpoint.every_n_epochs=5",
+            "+callbacks.last_steps._target_=tests.test_checkpoints.LastCheckpointSteps",
+            f"data.root={mnist_root}",
+            output_dir=str(tmp_path),
+        )
+    )
+    assert LastCheckpointSteps.seen == [0, 2, 4]  # epochs 1 and 2 ended at steps 2 and 4
+    assert [p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")] == ["last.ckpt"]  # no periodic one yet
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2 * 6
+
+
+@pytest.mark.slow
+def test_a_kill_9_in_the_second_epoch_leaves_the_first_epochs_last_ckpt_to_resume_from(mnist_root, tmp_path):
+    run = ("experiment=smoke", "trainer.max_epochs=3", "callbacks.quality=null", f"data.root={mnist_root}")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "train.py",
+            *run,
+            "callbacks.checkpoint.every_n_epochs=5",
+            f"output_root={tmp_path / 'killed'}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300  # a safety net for a broken run, not a measurement
+    while not list((tmp_path / "killed").glob("runs/*/samples/step_0000015_*.png")):  # in epoch 2 (steps 11-20)
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    last = only_child(tmp_path / "killed" / "runs") / "checkpoints" / "last.ckpt"
+    assert saved_at(read_checkpoint(last), last)["step"] == 10  # the end of epoch 1
+    run_train(*run, f"ckpt_path={last}", f"output_root={tmp_path / 'resumed'}")
+    resumed = only_child(tmp_path / "resumed" / "runs") / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(resumed)["global_step"] == 2 * 3 * 10  # where a run straight through ends
+
+
+@pytest.mark.slow
+def test_smoke_run_checkpoints_hold_both_networks_and_their_optimizers(smoke_run):
     ckpts = smoke_run / "checkpoints"
     assert {p.name for p in ckpts.glob("*.ckpt")} == {"epoch_000.ckpt", "epoch_001.ckpt", "last.ckpt"}
     last = load_checkpoint(ckpts / "last.ckpt")
     assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
-    assert last["state_dict"]["fixed_noise"].shape == (64, 100)
     assert any(k.startswith("generator.") for k in last["state_dict"])
     assert any(k.startswith("discriminator.") for k in last["state_dict"])
-    assert len(last["optimizer_states"]) == 2
+    assert len(last["optimizer_states"]) == 2 and last["dcgan_format"] == 2
+
+
+def format_1(checkpoint: dict, **switches) -> dict:
+    """`checkpoint` as the project wrote it up to commit c218713 (format 1), with `switches` set."""
+    hparams = checkpoint["hyper_parameters"]
+    hparams |= {"lr_g": None, "lr_d": None, "num_fixed_samples": 64, "fixed_noise_seed": 1234, "info_weight": 1.0}
+    hparams |= {"sample_bn": "running", "d_minibatch_std": False, "d_pack": 1, "info_codes": None} | switches
+    for key in ("channels_last", "compile", "fused_adam"):  # keys that format 1's first checkpoints lacked
+        del hparams[key]
+    state = checkpoint["state_dict"]
+    state["fixed_noise"] = torch.randn(64, hparams["latent_dim"])
+    for key in [k for k in state if ".class_projection." in k]:
+        state[key.replace(".class_projection.", ".label_projection.")] = state.pop(key)
+    del checkpoint["dcgan_format"]
+    return checkpoint
+
+
+def test_a_format_1_checkpoint_is_upgraded_and_draws_what_it_drew(tiny_run, tmp_path):
+    current = tiny_run / "checkpoints" / "last.ckpt"
+    old = tmp_path / "old.ckpt"
+    torch.save(format_1(load_checkpoint(current)), old)
+    upgraded = read_checkpoint(old)
+    assert upgraded["dcgan_format"] == 2
+    assert (
+        upgraded["hyper_parameters"] | {"channels_last": True, "compile": False, "fused_adam": True}
+        == (load_checkpoint(current)["hyper_parameters"])
+    )
+    z = torch.randn(6, 100)
+    then, now = (DCGAN.from_checkpoint(read_checkpoint(path)) for path in (old, current))
+    torch.testing.assert_close(then.generate(z), now.generate(z), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "switch, value, named",
+    [
+        ("info_codes", 10, "model.info_codes=10 (InfoGAN's categorical code)"),
+        ("d_pack", 2, "model.d_pack=2 (PacGAN's packing"),
+        ("d_minibatch_std", True, "model.d_minibatch_std=True (the minibatch standard deviation channel"),
+        ("sample_bn", "batch", "model.sample_bn=batch (sampling with each batch's BatchNorm statistics)"),
+    ],
+)
+def test_a_checkpoint_of_a_removed_switch_is_refused_naming_it_and_the_commit_that_reads_it(
+    switch, value, named, tiny_run, tmp_path
+):
+    old = tmp_path / "old.ckpt"
+    torch.save(format_1(load_checkpoint(tiny_run / "checkpoints" / "last.ckpt"), **{switch: value}), old)
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(old)
+    message = str(refused.value)
+    assert message.startswith(f"ckpt_path={old} cannot be used: it was trained with {named}")
+    assert "git checkout c218713" in message and "\n" not in message

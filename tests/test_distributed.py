@@ -8,6 +8,8 @@ import torch
 
 from tests.helpers import load_checkpoint, only_child, run_train
 
+pytestmark = pytest.mark.slow  # 2-process DDP runs
+
 DDP = (
     "experiment=smoke",
     "trainer=ddp",

@@ -18,6 +18,8 @@ SHORT = (
     "data.batch_size=16",
     "model.g_width=16",
     "model.d_width=16",
+    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
+    "callbacks.quality=null",
     "callbacks.sample_grid.every_n_steps=null",
     "callbacks.progress_bar=null",
     "callbacks.model_summary=null",
@@ -123,6 +125,7 @@ FP16 = (
 )
 
 
+@pytest.mark.slow  # fp16 is emulated on a CPU, slowly
 def test_fp16_loss_scaler_overflows_are_not_a_divergence(mnist_root, tmp_path):
     # The scaler starts at 2**16 and halves at each overflow, skipping that update: the guard used to stop here.
     train(compose_config(*SHORT, *FP16, f"data.root={mnist_root}", output_dir=str(tmp_path)))
@@ -132,6 +135,7 @@ def test_fp16_loss_scaler_overflows_are_not_a_divergence(mnist_root, tmp_path):
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_fp16_a_nan_loss_still_stops_the_run(mnist_root, tmp_path):
     message = stop_for_a_nan_g_loss_at_step_6(mnist_root, tmp_path, *FP16)
     assert "loss/g or its gradients were NaN or Inf in 1 step between step 6 and step 8" in message
@@ -140,6 +144,7 @@ def test_fp16_a_nan_loss_still_stops_the_run(mnist_root, tmp_path):
     assert load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 2 * 4
 
 
+@pytest.mark.slow
 def test_ddp_ranks_stop_together_when_one_rank_makes_a_nan(mnist_root, tmp_path):
     # Rank 1's D loss is NaN at step 2; the first check is at the end of the first epoch (step 3), before its checkpoint.
     result = run_train(
@@ -170,6 +175,14 @@ def test_ddp_ranks_stop_together_when_one_rank_makes_a_nan(mnist_root, tmp_path)
     assert not list(tmp_path.glob("runs/*/checkpoints/*.ckpt"))
 
 
+class FrozenGenerator(pl.Callback):
+    """G learns nothing (a learning rate of 1e-12) while D learns at the configured rate: D soon wins."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # after DCGAN.on_train_start's rates
+        for group in trainer.optimizers[0].param_groups:
+            group["lr"] = 1e-12
+
+
 def collapse_warnings(*overrides: str, output_dir: str) -> list[str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)  # (not the FutureWarnings Lightning emits every step)
@@ -186,16 +199,17 @@ def collapse_warnings(*overrides: str, output_dir: str) -> list[str]:
     return [str(w.message) for w in caught if "Possible collapse" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_collapse_warning_fires_when_the_discriminator_wins_and_not_otherwise(mnist_root, tmp_path):
     # G barely learns, D learns fast with no help for G: D soon rejects every fake.
     d_wins = (
-        "model.lr_g=1e-12",
-        "model.lr_d=2e-3",
+        "+callbacks.frozen_g._target_=tests.test_guards.FrozenGenerator",
+        "model.lr=2e-3",
         "model.label_smoothing=null",
         "model.instance_noise_std=0",
         "model.d_dropout=0",
     )
     (warning,) = collapse_warnings(f"data.root={mnist_root}", *d_wins, output_dir=str(tmp_path / "won"))
     assert "at every logged step of the last 5, the discriminator has rejected every fake" in warning
-    assert "model.lr_d" in warning
+    assert "model.instance_noise_std" in warning
     assert collapse_warnings(f"data.root={mnist_root}", output_dir=str(tmp_path / "healthy")) == []

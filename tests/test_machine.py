@@ -27,6 +27,7 @@ def test_default_precision_is_bf16_only_on_cpus_with_bf16_instructions(flags, ex
     assert explicit.precision == "32-true"  # a precision the user gave stays as given
 
 
+@pytest.mark.slow
 def test_smoke_run_picks_its_precision_from_the_cpu(smoke_run):
     expected = "bf16-mixed" if BF16_CPU_FLAGS & cpu_flags() else "32-true"
     assert f"trainer.precision=auto: {expected} on this CPU" in (smoke_run / "train.log").read_text()

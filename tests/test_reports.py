@@ -9,6 +9,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from tests.helpers import SMOKE_STEPS, compose_config, events, run_script
 
+pytestmark = pytest.mark.slow  # a real run of train.py, with the metric
+
 SCALARS = {"loss/d", "loss/g", "d/real", "d/fake"}
 
 

@@ -21,6 +21,8 @@ SHORT = (
     "data.batch_size=16",
     "model.g_width=16",
     "model.d_width=16",
+    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
+    "callbacks.quality=null",
     "trainer.deterministic=true",
     "callbacks.sample_grid.every_n_steps=null",
     "callbacks.progress_bar=null",
@@ -92,6 +94,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(mnist_root, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_real_training_process_saves_a_checkpoint_it_resumes_from(mnist_root, tmp_path):
     # A run far too long to end by itself; SIGTERM once it has drawn the grid of step 5.
     long_run = ("experiment=smoke", "trainer.max_epochs=100", f"data.root={mnist_root}")

@@ -112,8 +112,8 @@ def allowed(step: int) -> bool:
     [
         # The default recipe with its moving average of G started at step 3, and the reference recipe
         # (dropout, label smoothing, instance noise) that experiment=seed_repro times.
-        ("experiment=smoke", "model.ema_start_step=3"),
-        ("experiment=seed_repro",),
+        pytest.param(("experiment=smoke", "model.ema_start_step=3", "model.clusters=10"), marks=pytest.mark.gpu),
+        pytest.param(("experiment=seed_repro",), marks=pytest.mark.slow),
     ],
     ids=["default", "seed_repro"],
 )

@@ -1,10 +1,12 @@
 """End to end: `python train.py` on real MNIST: what its console shows, and a resume from a checkpoint."""
 
+import pytest
 import torch
 
 from tests.helpers import SMOKE_STEPS, events, load_checkpoint, only_child, run_train
 
 
+@pytest.mark.slow
 def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_act_on(
     mnist_root, classifier_path, tmp_path
 ):
@@ -33,6 +35,7 @@ def test_console_shows_the_run_without_lightnings_tip_or_warnings_a_user_cannot_
         assert noise not in console
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_path, tmp_path):
     saved = smoke_run / "checkpoints" / "last.ckpt"
     before = load_checkpoint(saved)
@@ -55,6 +58,7 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
     assert load_checkpoint(saved)["global_step"] == before["global_step"]  # the old run is left as it was
 
 
+@pytest.mark.slow
 def test_resume_trains_with_the_learning_rates_it_is_given(smoke_run, mnist_root, classifier_path, tmp_path):
     # Adam's saved state holds the old rates; the config's must win, or "resume with a lower lr" does nothing.
     saved = smoke_run / "checkpoints" / "last.ckpt"

@@ -1,0 +1,97 @@
+"""Drawing digits from a trained GAN: seeded samples, walks through latent space, and grids as PNG files.
+
+Training's grids and metric, generate.py, evaluate.py, export.py and the demo page all draw through here, so
+the same seed gives the same digits everywhere.
+"""
+
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from dcgan.errors import UserFacingError
+from dcgan.module import DCGAN
+
+
+class BadDigits(UserFacingError, ValueError):
+    """Digits asked of a model that cannot draw them. The message says what to do instead."""
+
+
+def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """n standard normal latent points (n, latent_dim) from their own generator: the same for the same seed,
+    whatever else has drawn from torch's global one."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def requested_labels(gan: DCGAN, digits, n: int) -> torch.Tensor | None:
+    """The labels of n samples: `digits` in turn for a conditional model (None: 0-9 in turn, every digit equally
+    often), None for an unconditional one, which cannot be asked for digits."""
+    if not gan.num_classes:
+        if digits:
+            raise BadDigits(
+                f"digits={list(digits)} needs a conditional GAN (trained with model=cgan), and this checkpoint's "
+                "is unconditional: z alone picks its digits. Leave digits out."
+            )
+        return None
+    digits = torch.tensor(list(digits) if digits else range(gan.num_classes))
+    return digits[torch.arange(n) % len(digits)]
+
+
+@torch.no_grad()
+def sample(
+    gan: DCGAN, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n digits (in [-1, 1], on the CPU) from seed `seed`'s latent points, and the labels they were drawn for:
+    `labels` if given, else a conditional model's every digit equally often (None for an unconditional one)."""
+    z = latents(n, gan.hparams.latent_dim, seed).to(gan.device)
+    if labels is None:
+        labels = requested_labels(gan, None, n)
+    labels = None if labels is None else labels.to(gan.device)
+    images = torch.cat(
+        [
+            gan.generate(z[i : i + batch_size], None if labels is None else labels[i : i + batch_size]).cpu()
+            for i in range(0, n, batch_size)
+        ]
+    )
+    return images, None if labels is None else labels.cpu()
+
+
+def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents z0 and z1 (D,) at fractions t (T,): (T, D).
+
+    Gaussian latents concentrate near a sphere; walking along it, rather than on the
+    straight line through its inside, keeps every point typical of what G was trained on.
+    """
+    cos_omega = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
+    omega = torch.arccos(cos_omega)
+    if omega.abs() < 1e-4:  # (nearly) the same direction: the straight line is the arc
+        return torch.lerp(z0, z1, t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
+
+
+@torch.no_grad()
+def walk(gan: DCGAN, ends: torch.Tensor, steps: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after
+    walk, and their labels: a conditional model draws one digit per walk (`digits` in turn, as requested_labels
+    gives them)."""
+    t = torch.linspace(0, 1, steps)
+    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(gan.device)
+    walk_labels = requested_labels(gan, digits, len(ends))
+    labels = None if walk_labels is None else walk_labels.repeat_interleave(steps)
+    return gan.generate(z, None if labels is None else labels.to(gan.device)).cpu(), labels
+
+
+def walks(gan: DCGAN, count: int, steps: int, seed: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`count` walks of `steps` images each, between pairs of seed `seed`'s latent points, and their labels."""
+    return walk(gan, latents(2 * count, gan.hparams.latent_dim, seed).view(count, 2, -1), steps, digits)
+
+
+def grid_columns(gan: DCGAN) -> int:
+    """Digits per grid row: 10 for a conditional model (a column per digit, as requested_labels cycles them),
+    else 8."""
+    return 10 if gan.num_classes else 8
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> None:
+    """Images in [-1, 1] as one PNG grid, `columns` to a row, 2 pixels apart."""
+    save_image(images, path, nrow=columns, normalize=True, value_range=(-1, 1), padding=2)

@@ -444,6 +444,8 @@ TRAIN = {
     "output_root": FOLDER,
     "output_dir": FOLDER,
     "classifier_path": CLASSIFIER,
+    "fixed_noise.rows": whole(1, example=8),
+    "fixed_noise.seed": SEED,
     **MODEL,
     **DATA,
     **TRAINER,

@@ -87,12 +87,15 @@ def tiny_cgan_run(mnist_root, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def fast_tests_need_no_classifier(request, monkeypatch):
-    """In the fast tier, loading the metric's classifier fails, so that no test there trains it unnoticed."""
-    if not request.node.get_closest_marker("slow"):
+def the_classifier_only_in_the_slow_tier(request, monkeypatch):
+    """A slow test has the metric's classifier (its train.py processes find it through $DCGAN_CLASSIFIER); in the
+    fast tier loading it fails, so that no test there trains it unnoticed."""
+    if request.node.get_closest_marker("slow"):
+        request.getfixturevalue("classifier_path")
+        return
 
-        def refuse(*args, **kwargs):
-            raise AssertionError("this test scores with the metric's classifier: mark it @pytest.mark.slow")
+    def refuse(*args, **kwargs):
+        raise AssertionError("this test scores with the metric's classifier: mark it @pytest.mark.slow")
 
-        monkeypatch.setattr("dcgan.metrics.load_classifier", refuse)
-        monkeypatch.setattr("dcgan.callbacks.load_classifier", refuse)
+    monkeypatch.setattr("dcgan.metrics.load_classifier", refuse)
+    monkeypatch.setattr("dcgan.callbacks.load_classifier", refuse)

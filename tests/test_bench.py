@@ -99,7 +99,9 @@ def test_gpu_check_dry_run_runs_every_step_on_the_cpu_and_reports_its_figures(cl
     assert all(step["status"] == "ok" for step in steps.values()), steps
     assert steps["tests and a short run"]["figures"]["tests"]["passed"] >= 1
     for name in ("default", "experiment=gpu", "experiment=best"):
-        assert {"train s", "fid", "kid", "precision", "recall", "min_digit_share", "steps"} <= steps[name]["figures"].keys()
+        assert {"train s", "fid", "kid", "precision", "recall", "min_digit_share", "steps"} <= steps[name][
+            "figures"
+        ].keys()
     assert steps["throughput"]["figures"]["project"]["images_per_s"] > 0
     assert steps["seed_repro for a minute"]["figures"]["projected 150 epochs min"] > 0
     assert steps["lr sweep"]["figures"]["jobs at once"] == 2

@@ -7,23 +7,11 @@ import pytorch_lightning as pl
 import torch
 
 from dcgan.errors import UserFacingError
-from tests.helpers import compose_config, load_checkpoint, run_train
+from tests.helpers import SMALL, compose_config, load_checkpoint, run_train
 from train import train
 
 # 3 epochs of 4 steps, a checkpoint at each epoch end.
-SHORT = (
-    "experiment=smoke",
-    "trainer.max_epochs=3",
-    "trainer.limit_train_batches=4",
-    "data.batch_size=16",
-    "model.g_width=16",
-    "model.d_width=16",
-    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
-    "callbacks.quality=null",
-    "callbacks.sample_grid.every_n_steps=null",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-)
+SHORT = (*SMALL, "trainer.max_epochs=3")
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-adam", "adam"])

@@ -33,7 +33,8 @@ def test_smoke_run_logs_the_four_scalars_the_grids_and_hparams_to_tensorboard(sm
     assert hparams["data.batch_size"].number_value == composed.data.batch_size
     assert "model._target_" not in hparams and "data.root" not in hparams  # the same in every run, or a path
     experiment = HParamsPluginData.FromString(acc.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
-    assert {m.name.tag for m in experiment.metric_infos} == SCALARS | {"metric/fid", "metric/min_digit_share"}
+    metrics = {"metric/fid", "metric/kid", "metric/precision", "metric/recall", "metric/min_digit_share"}
+    assert {m.name.tag for m in experiment.metric_infos} == SCALARS | metrics
 
 
 def test_run_folder_gets_its_gif_and_curves(smoke_run):

@@ -10,24 +10,11 @@ import pytest
 import torch
 
 from dcgan.errors import UserFacingError
-from tests.helpers import REPO, compose_config, load_checkpoint, only_child, run_train
+from tests.helpers import REPO, SMALL, compose_config, load_checkpoint, only_child, run_train
 from train import train
 
 # 2 epochs of 4 steps, small networks, deterministic kernels.
-SHORT = (
-    "experiment=smoke",
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=4",
-    "data.batch_size=16",
-    "model.g_width=16",
-    "model.d_width=16",
-    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
-    "callbacks.quality=null",
-    "trainer.deterministic=true",
-    "callbacks.sample_grid.every_n_steps=null",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-)
+SHORT = (*SMALL, "trainer.max_epochs=2", "trainer.deterministic=true")
 
 
 def run(tmp_path: Path, name: str, *overrides: str) -> Path:

@@ -1,7 +1,6 @@
 """End to end: `python train.py` on real MNIST: what its console shows, and a resume from a checkpoint."""
 
 import pytest
-import torch
 
 from tests.helpers import SMOKE_STEPS, events, load_checkpoint, only_child, run_train
 
@@ -51,7 +50,6 @@ def test_resume_continues_at_the_saved_step(smoke_run, mnist_root, classifier_pa
     after = load_checkpoint(resumed_run / "checkpoints" / "last.ckpt")
     assert after["global_step"] == before["global_step"] + 2 * 10  # one more epoch of 10 steps
     assert after["epoch"] == before["epoch"] + 1
-    assert torch.equal(after["state_dict"]["fixed_noise"], before["state_dict"]["fixed_noise"])
     # the resumed run logs and draws from step 21 on, not from 0
     assert min(e.step for e in events(resumed_run).Scalars("loss/d")) > SMOKE_STEPS
     assert sorted(p.name for p in (resumed_run / "samples").glob("*.png"))[0] == "step_0000025_epoch_003.png"

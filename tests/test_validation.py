@@ -418,9 +418,9 @@ def test_robustness_doc_lists_every_case_and_its_message(tiny_run, mnist_root, t
 
 
 @pytest.mark.slow
-def test_a_script_prints_one_paragraph_and_no_traceback_in_a_process_of_its_own(tiny_run, tmp_path):
+def test_a_script_prints_one_paragraph_and_no_traceback_in_a_process_of_its_own(mnist_root, tmp_path):
     """What the walk checks in this process, once as a user sees it: `python generate.py` with nothing given."""
-    result = run_train("model.lr=-2e-4", f"output_root={tmp_path}", check=False)
+    result = run_train("model.lr=-2e-4", f"data.root={mnist_root}", f"output_root={tmp_path}", check=False)
     assert result.returncode == 1 and result.stderr.startswith("Error: model.lr=-0.0002 cannot work")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     result = run_script("generate.py", check=False, env={"HYDRA_FULL_ERROR": "0"})
@@ -432,7 +432,13 @@ def test_a_script_prints_one_paragraph_and_no_traceback_in_a_process_of_its_own(
 
 
 @pytest.mark.slow
-def test_a_genuine_bug_keeps_its_traceback(tmp_path):
+def test_a_genuine_bug_keeps_its_traceback(mnist_root, tmp_path):
     # A callback that is not a Lightning callback: Lightning's own TypeError, not a user's mistake.
-    result = run_train(*TINY, "+callbacks.broken._target_=builtins.dict", f"output_root={tmp_path}", check=False)
+    result = run_train(
+        *TINY,
+        "+callbacks.broken._target_=builtins.dict",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+        check=False,
+    )
     assert result.returncode == 1 and "Traceback" in result.stderr

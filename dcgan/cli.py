@@ -46,17 +46,24 @@ def run(main: Callable[[], object]) -> None:
     except UserFacingError as err:
         fail(str(err), err.exit_code)
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        if getattr(err, "raised_by_a_job", False):
+            raise  # the config was checked before the job ran: an OmegaConf error there is a bug of the code
         fail(config_error_message(err, os.path.basename(sys.argv[0])), 1)
 
 
 class EndRunOnUserError(Callback):
     """A Hydra callback of every entry point (hydra.callbacks in conf/config.yaml and conf/script.yaml): a run
     whose job failed with an error a user can act on ends with it here, before Hydra reports the job in a line of
-    its own; `run` then prints its paragraph. (In a sweep Hydra reports each failed job and goes on.)"""
+    its own; `run` then prints its paragraph. (In a sweep Hydra reports each failed job and goes on.) Any other
+    failure of a job is marked as one, so that `run` shows its traceback."""
+
+    def on_job_end(self, config, job_return: JobReturn, **kwargs) -> None:
+        if job_return.status == JobStatus.FAILED:
+            job_return._return_value.raised_by_a_job = True  # the public return_value writes Hydra's line
 
     def on_run_end(self, config, config_name, job_return: JobReturn, **kwargs) -> None:
-        failure = job_return._return_value  # the public return_value writes Hydra's line on its way
-        if job_return.status == JobStatus.FAILED and isinstance(failure, (UserFacingError, OmegaConfBaseException)):
+        failure = job_return._return_value
+        if job_return.status == JobStatus.FAILED and isinstance(failure, UserFacingError):
             raise Abort(failure)
 
 

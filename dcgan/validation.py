@@ -639,14 +639,14 @@ class CheckOutputFolder(Callback):
     which would otherwise fail with a traceback before train.py's checks run."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self.check(config.hydra.run.dir)
+        self.check(config.hydra.run, "dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        self.check(config.hydra.sweep.dir)
+        self.check(config.hydra.sweep, "dir")
 
     @staticmethod
-    def check(folder: str) -> None:
+    def check(node: DictConfig, key: str) -> None:
         try:
-            check_run_folder(folder)
-        except BadInput as err:
+            check_run_folder(node[key])  # reading it resolves ${output_root}, which may refer to nothing
+        except (BadInput, OmegaConfBaseException) as err:
             raise Abort(err) from None  # past Hydra, which only warns when a callback raises an Exception

@@ -104,7 +104,7 @@ class SeedStyleFiles(pl.Callback):
 
 
 class QualityMetrics(pl.Callback):
-    """At the end of every `every_n_epochs` epochs, score `num_samples` generated digits (see dcgan.metrics)
+    """At the end of every `every_n_epochs` epochs and of the last, score `num_samples` generated digits (see dcgan.metrics)
     and log them: `metric/<figure>` (fid, kid, precision, recall, density, coverage, confidence, min_digit_share
     and, for a conditional GAN, label_accuracy) and `digits/<d>` shares; and once, the same figures of as many
     real digits, the floor, as `floor/<figure>`.
@@ -120,7 +120,9 @@ class QualityMetrics(pl.Callback):
         self.quality = None  # built on first use: it loads (or trains) the classifier
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+        epoch = trainer.current_epoch + 1
+        due = epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs  # the run's end is always scored
+        if not due or not trainer.is_global_zero:
             return
         root = trainer.datamodule.root
         floor = {}

@@ -1,6 +1,6 @@
 """The quality metric against wall-clock time: a project run against the classic loop, in one plot.
 
-    python -m bench.time_to_quality --run outputs/runs/<cpu_fast run> --label "experiment=cpu_fast" \\
+    python -m bench.time_to_quality --run outputs/runs/<run> --label "python train.py" \\
         --classic outputs/bench/classic_25.json --classic-images-per-s 447 --out docs/images/time_to_quality.png
 
 The project run's points are its per-epoch `metric/fid` and `metric/min_digit_share`

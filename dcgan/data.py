@@ -145,7 +145,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-# (MNIST root, k) -> the training digits' clusters: k-means runs once per process (a sweep's jobs, the tests).
+# (MNIST root, k, num_classes) -> the training digits' clusters: k-means runs once per process (a sweep's jobs, the tests).
 CLUSTERS: dict[tuple[str, int], torch.Tensor] = {}
 
 
@@ -205,12 +205,20 @@ class MNISTDataModule(pl.LightningDataModule):
         self.train_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=True)))
         self.test_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=False)))
 
-    def label_with_clusters(self, k: int) -> torch.Tensor:
+    def label_with_clusters(self, k: int, num_classes: int | None) -> torch.Tensor:
         """Replace the training digits' labels by their pixel clusters (`pixel_clusters`), for a GAN that
-        conditions on those instead of on digits; returns each cluster's share of the digits (k,)."""
-        images, _ = self.train_set.tensors
-        key = (str(Path(self.root).resolve()), k)
-        if key not in CLUSTERS:
+        conditions on those: `k` clusters of all digits, never reading the labels, or with `num_classes`,
+        k / num_classes clusters of each digit, d's numbered from d * k / num_classes. Returns each cluster's
+        share of the digits (k,)."""
+        images, labels = self.train_set.tensors
+        key = (str(Path(self.root).resolve()), k, num_classes)
+        if key not in CLUSTERS and num_classes:
+            per_digit, found = k // num_classes, torch.empty(len(labels), dtype=torch.int64)
+            for digit in range(num_classes):
+                mine = (labels.cpu() == digit).nonzero().squeeze(1)
+                found[mine] = pixel_clusters(images.cpu()[mine], per_digit) + digit * per_digit
+            CLUSTERS[key] = found
+        elif key not in CLUSTERS:
             CLUSTERS[key] = pixel_clusters(images, k)
         clusters = CLUSTERS[key].to(images.device)
         self.train_set = TensorDataset(images, clusters)

@@ -7,10 +7,10 @@ convolutions, the discriminator mirrors it with strided convolutions.
 Conditioning has one path. A class of digits is read by G as a one-hot vector
 next to z (Mirza & Osindero, 2014) and by D as a projection (Miyato & Koyama,
 2018): D adds <embed(class), features(image)> to its logit. The class is the
-digit label in a conditional GAN (`num_classes`), or, in an unconditional one,
-a cluster of the training images found without labels (`clusters`), which z
-picks, so that z alone still sets the image (cluster-conditioned GANs: Sage et
-al., 2018; Liu et al., 2020).
+digit label in a conditional GAN (`num_classes`), or a cluster of the training
+images (`clusters`), which z picks (cluster-conditioned GANs: Sage et al., 2018;
+Liu et al., 2020): among all clusters in an unconditional GAN, so that z alone
+still sets the image, and among the asked digit's clusters in a conditional one.
 """
 
 import torch
@@ -26,21 +26,25 @@ def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tens
 
 
 class Generator(nn.Module):
-    """Maps latents z (N, latent_dim) [and classes (N,)] to images in [-1, 1] of shape (N, 1, 28, 28).
+    """Maps latents z (N, latent_dim) [and digits (N,)] to images in [-1, 1] of shape (N, 1, 28, 28).
 
-    `num_classes`: G draws the class it is given. `clusters`: G draws one of that many clusters, and z's first
-    entry picks it when no class is given (`cluster_of`). At most one of the two is set.
+    `num_classes`: G draws the digit it is given. `clusters`: G draws one of that many clusters, which z's first
+    entry picks (`cluster_of`); with both, each digit has `clusters / num_classes` of them, clusters
+    d * per_digit to (d + 1) * per_digit - 1 for digit d, and z picks among the given digit's.
     """
 
     def __init__(self, latent_dim: int, width: int, num_classes: int | None, clusters: int | None):
         super().__init__()
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         self.clusters = clusters
-        self.classes = num_classes or clusters
+        self.classes = clusters or num_classes
         if clusters:
-            # z's first entry is cut at the normal quantiles of the clusters' cumulative shares, so that each
-            # comes as often as in the data (set_cluster_shares; equally often until then).
-            self.register_buffer("cluster_cuts", torch.special.ndtri(torch.arange(1, clusters) / clusters))
+            # z's first entry is cut at the normal quantiles of the clusters' cumulative shares (within the digit),
+            # so that each comes as often as in the data (set_cluster_shares; equally often until then).
+            self.per_digit = clusters // (num_classes or 1)
+            cuts = torch.special.ndtri(torch.arange(1, self.per_digit) / self.per_digit)
+            self.register_buffer("cluster_cuts", cuts.repeat(num_classes, 1) if num_classes else cuts)
         self.net = nn.Sequential(
             # z [and the class], seen as a 1x1 image -> (2*width) x 7 x 7
             nn.ConvTranspose2d(latent_dim + (self.classes or 0), 2 * width, kernel_size=7, bias=False),
@@ -55,18 +59,23 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def cluster_of(self, z: torch.Tensor) -> torch.Tensor:
-        """The cluster (N,) that each z picks."""
-        return (z[:, :1] > self.cluster_cuts).sum(dim=1)
+    def cluster_of(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
+        """The cluster (N,) that each z picks: of all clusters, or of the given digit's (N,)."""
+        if digits is None:
+            return (z[:, :1] > self.cluster_cuts).sum(dim=1)
+        return digits * self.per_digit + (z[:, :1] > self.cluster_cuts[digits]).sum(dim=1)
 
     def set_cluster_shares(self, shares: torch.Tensor) -> None:
-        """Draw each cluster as often as `shares` (clusters,) says: its share of the training digits."""
-        self.cluster_cuts.copy_(torch.special.ndtri(shares.cumsum(0)[:-1].clamp(1e-6, 1 - 1e-6)))
+        """Draw each cluster as often as `shares` (clusters,) says: its share of the training digits (of its
+        digit's, in a conditional GAN)."""
+        shares = shares.view(-1, self.per_digit)
+        shares = shares / shares.sum(dim=1, keepdim=True)
+        cuts = torch.special.ndtri(shares.cumsum(dim=1)[:, :-1].clamp(1e-6, 1 - 1e-6))
+        self.cluster_cuts.copy_(cuts.view_as(self.cluster_cuts))
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.clusters and labels is None:
-            labels = self.cluster_of(z)
-        inputs = torch.cat([z, one_hot(labels, self.classes, z)], dim=1) if self.classes else z
+    def forward(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
+        classes = self.cluster_of(z, digits) if self.clusters else digits
+        inputs = torch.cat([z, one_hot(classes, self.classes, z)], dim=1) if self.classes else z
         return self.net(inputs.view(z.size(0), -1, 1, 1))
 
 

@@ -36,8 +36,9 @@ class DCGAN(pl.LightningModule):
     Both networks may see a class of each image (dcgan/models.py): with
     `num_classes` it is the digit label (a conditional GAN: real images with
     their own, fakes with labels drawn uniformly); with `clusters` it is the
-    cluster of the training images the data module found without labels (real
-    images with their own, fakes with the one z picks, as often as in the data).
+    cluster of the training images the data module found (real images with their
+    own, fakes with the one z picks, as often as in the data): without labels in
+    an unconditional GAN, within each digit in a conditional one.
 
     With `ema_decay` set, an exponential moving average of G's weights (and
     BatchNorm statistics) is kept from training step `ema_start_step` on, and is
@@ -72,7 +73,7 @@ class DCGAN(pl.LightningModule):
         self.automatic_optimization = False
         self.num_classes = num_classes
         self.generator = Generator(latent_dim, g_width, num_classes, clusters)
-        self.discriminator = Discriminator(d_width, d_dropout, num_classes or clusters)
+        self.discriminator = Discriminator(d_width, d_dropout, clusters or num_classes)
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
@@ -124,32 +125,32 @@ class DCGAN(pl.LightningModule):
         std = instance_noise_std(self.step, self.hparams.instance_noise_std, self.hparams.instance_noise_anneal_steps)
         return images + std * torch.randn_like(images) if std > 0 else images
 
-    def fake_labels(self, z: torch.Tensor) -> torch.Tensor | None:
-        """The class of each fake: a digit drawn uniformly (conditional GAN), the cluster z picks, or None."""
-        if self.num_classes:
-            return torch.randint(0, self.num_classes, (len(z),), device=self.device)
-        if self.hparams.clusters:
-            # Under DDP (dcgan/distributed.py) the training step sees G in its wrapper, which passes on forward() only.
-            generator = self.generator.module if isinstance(self.generator, DistributedDataParallel) else self.generator
-            return generator.cluster_of(z)
-        return None
+    def fake_classes(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """What G is asked to draw (a digit drawn uniformly in a conditional GAN, else None) and the class D judges
+        each fake with: that digit, the cluster z picks (within that digit), or None."""
+        digits = torch.randint(0, self.num_classes, (len(z),), device=self.device) if self.num_classes else None
+        if not self.hparams.clusters:
+            return digits, digits
+        # Under DDP (dcgan/distributed.py) the training step sees G in its wrapper, which passes on forward() only.
+        generator = self.generator.module if isinstance(self.generator, DistributedDataParallel) else self.generator
+        return digits, generator.cluster_of(z, digits)
 
     def training_step(self, batch, batch_idx):
         if self.hparams.compile:
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's outputs' memory
-        real, real_labels = batch
+        real, real_classes = batch
         opt_g, opt_d = self.optimizers()
         z = torch.randn(real.size(0), self.hparams.latent_dim, device=self.device)
-        fake_labels = self.fake_labels(z)
-        if fake_labels is None:
-            real_labels = None  # an unconditional D does not see the digit labels
-        fake = self.generator(z, fake_labels)
+        digits, fake_classes = self.fake_classes(z)
+        if fake_classes is None:
+            real_classes = None  # an unconditional D does not see the digit labels
+        fake = self.generator(z, digits)
 
         # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
         # G's output is detached, so this step computes no gradients for G.
         with self.toggled_optimizer(opt_d):
-            logits_real = self.discriminator(self.with_instance_noise(real), real_labels)
-            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_labels)
+            logits_real = self.discriminator(self.with_instance_noise(real), real_classes)
+            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_classes)
             loss_d = F.binary_cross_entropy_with_logits(
                 logits_real, self.real_targets(logits_real.numel())
             ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
@@ -160,7 +161,7 @@ class DCGAN(pl.LightningModule):
         # Generator: non-saturating loss, i.e. make D call the fakes real (target 1).
         # toggled_optimizer turns off requires_grad on D's weights, so D gets no gradients here.
         with self.toggled_optimizer(opt_g):
-            logits_gen = self.discriminator(self.with_instance_noise(fake), fake_labels)
+            logits_gen = self.discriminator(self.with_instance_noise(fake), fake_classes)
             loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
@@ -220,7 +221,7 @@ class DCGAN(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.hparams.clusters and stage == "fit":  # the data module's clusters, and how often G draws each
-            shares = self.trainer.datamodule.label_with_clusters(self.hparams.clusters)
+            shares = self.trainer.datamodule.label_with_clusters(self.hparams.clusters, self.num_classes)
             self.generator.set_cluster_shares(shares)
             if self.generator_ema is not None:
                 self.generator_ema.module.set_cluster_shares(shares)

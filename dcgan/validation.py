@@ -532,10 +532,11 @@ def check_no_work(cfg: DictConfig, entry: str) -> None:
             raise BadInput(f"real=true scores real digits, not ckpt_path={cfg.ckpt_path}: give one of the two.")
         return
     model, trainer, data = cfg.model, cfg.trainer, cfg.data
-    if model.num_classes and model.clusters:
+    if model.num_classes and model.clusters and model.clusters % model.num_classes:
         raise BadInput(
-            f"model.clusters={model.clusters} and model.num_classes={model.num_classes}: G and D see one class of "
-            "each image, a cluster (without labels) or the digit label (model=cgan). Set one of them to null."
+            f"model.clusters={model.clusters} cannot work with model.num_classes={model.num_classes}: a conditional "
+            "GAN finds its clusters within each digit, as many for every digit, so model.clusters must be a multiple "
+            f"of {model.num_classes}. Use e.g. model.clusters={model.clusters - model.clusters % model.num_classes or model.num_classes}, or model.clusters=null."
         )
     check_accelerator(trainer)
     devices = trainer.devices if trainer.devices != "auto" else max(torch.cuda.device_count(), 1)

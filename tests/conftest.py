@@ -78,11 +78,11 @@ def tiny_run(mnist_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_cgan_run(mnist_root, tmp_path_factory) -> Path:
-    """tiny_run's conditional GAN (model=cgan)."""
+    """tiny_run's conditional GAN (model=cgan), with 2 clusters of each digit."""
     from train import train
 
     folder = tmp_path_factory.mktemp("tiny_cgan")
-    train(compose_config(*TINY, "model=cgan", "model.clusters=null", f"data.root={mnist_root}", output_dir=str(folder)))
+    train(compose_config(*TINY, "model=cgan", "model.clusters=20", f"data.root={mnist_root}", output_dir=str(folder)))
     return folder
 
 

@@ -66,6 +66,26 @@ def test_clusters_come_as_often_as_their_shares_and_switch_the_image_at_their_cu
     assert g.cluster_of(z).tolist() == [2, 2, 3]
     with torch.no_grad():
         images = g(z)
-        torch.testing.assert_close(images, g(z, g.cluster_of(z)))  # z alone, or z with the cluster it picks
+        inputs = torch.cat([z, torch.eye(4)[[2, 2, 3]]], dim=1)  # z, then its cluster as a one-hot vector
+        torch.testing.assert_close(images, g.net(inputs.view(3, -1, 1, 1)))
     within, across = (images[1] - images[0]).abs().max(), (images[2] - images[1]).abs().max()
     assert across > 10 * within  # another cluster is another input, not a nearby one
+
+
+def test_a_conditional_generator_with_clusters_draws_the_given_digits_clusters_by_their_shares():
+    """num_classes and clusters: each digit has clusters/num_classes clusters (digit d's are d*per_digit on), and z
+    picks among the asked digit's, as often as each holds of that digit's training images."""
+    g = Generator(latent_dim=16, width=8, num_classes=2, clusters=6).eval()
+    assert g.net[0].in_channels == 16 + 6  # the cluster, not the digit, is what G reads
+    g.set_cluster_shares(torch.tensor([0.05, 0.15, 0.3, 0.1, 0.1, 0.3]))  # digit 0: 0.1/0.3/0.6 of its own
+    z = torch.randn(200_000, 16, generator=torch.Generator().manual_seed(0))
+    for digit, expected in ((0, [0.1, 0.3, 0.6]), (1, [0.2, 0.2, 0.6])):
+        clusters = g.cluster_of(z, torch.full((len(z),), digit))
+        shares = torch.bincount(clusters - 3 * digit, minlength=3) / len(z)
+        assert clusters.min() >= 3 * digit and clusters.max() < 3 * (digit + 1)
+        torch.testing.assert_close(shares, torch.tensor(expected), atol=0.005, rtol=0)
+    z = torch.randn(1, 16).repeat(2, 1)
+    with torch.no_grad():
+        zero, one = g(z, torch.tensor([0, 1]))
+        inputs = torch.cat([z, torch.eye(6)[g.cluster_of(z, torch.tensor([0, 1]))]], dim=1)
+        torch.testing.assert_close(torch.stack([zero, one]), g.net(inputs.view(2, -1, 1, 1)))

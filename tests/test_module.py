@@ -108,6 +108,27 @@ def test_a_cluster_gan_trains_d_on_the_clusters_of_real_digits_and_g_draws_them_
     assert images.shape == (8, 1, 28, 28) and labels is None
 
 
+def test_a_conditional_gan_with_clusters_finds_them_within_each_digit_and_judges_fakes_with_the_asked_ones(
+    mnist_root,
+):
+    """model=cgan with model.clusters=20: 2 clusters of each digit's training images, digit d's numbered 2d and
+    2d+1; a fake asked for a digit is drawn, and judged by D, with one of that digit's clusters."""
+    model = dcgan(g_width=16, d_width=16, num_classes=10, clusters=20)
+    data = MNISTDataModule(mnist_root, batch_size=32, seed=0)
+    quiet_trainer(steps=3).fit(model, datamodule=data)
+    images, digits = load_mnist_tensors(mnist_root, train=True)
+    clusters = data.train_set.tensors[1]
+    assert torch.equal(clusters // 2, digits)
+    sevens = digits == 7
+    assert torch.equal(clusters[sevens], pixel_clusters(images[sevens], 2) + 14)
+    z = torch.randn(10_000, 100, generator=torch.Generator().manual_seed(0))
+    asked, judged = model.fake_classes(z)
+    assert torch.equal(judged // 2, asked)
+    shares = torch.bincount(clusters[sevens], minlength=20)[14:16] / sevens.sum()
+    drawn = model.generator.cluster_of(z, torch.full((len(z),), 7))
+    torch.testing.assert_close(torch.bincount(drawn - 14, minlength=2) / len(z), shares, atol=0.015, rtol=0)
+
+
 class WeightsAfterEachStep(pl.Callback):
     def __init__(self):
         self.weights = []

@@ -183,9 +183,9 @@ HAND_PICKED = [
     ),
     Case(
         "train",
-        "`model=cgan model.clusters=40`",
-        train_with("model=cgan", "model.clusters=40"),
-        "model.clusters=40 and model.num_classes=10",
+        "`model=cgan model.clusters=45`",
+        train_with("model=cgan", "model.clusters=45"),
+        "model.clusters=45 cannot work with model.num_classes=10",
     ),
     Case(
         "train",

@@ -28,7 +28,7 @@ browser:
 train: setup
 	$(PYTHON) train.py data.root=$(MNIST_ROOT) $(ARGS)
 
-# Every test: what CI runs (about 20 minutes on 2 cores, docs/tests.md).
+# Every test: what CI runs (about 25 minutes on 2 cores, docs/tests.md).
 test: setup browser
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest $(ARGS)
 

@@ -73,8 +73,8 @@ class Generator(nn.Module):
         cuts = torch.special.ndtri(shares.cumsum(dim=1)[:, :-1].clamp(1e-6, 1 - 1e-6))
         self.cluster_cuts.copy_(cuts.view_as(self.cluster_cuts))
 
-    def forward(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
-        classes = self.cluster_of(z, digits) if self.clusters else digits
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        classes = self.cluster_of(z, labels) if self.clusters else labels  # labels: the digits asked for
         inputs = torch.cat([z, one_hot(classes, self.classes, z)], dim=1) if self.classes else z
         return self.net(inputs.view(z.size(0), -1, 1, 1))
 

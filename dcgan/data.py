@@ -135,6 +135,17 @@ def pixel_clusters(images: torch.Tensor, k: int, iterations: int = 25) -> torch.
     return nearest(centers)
 
 
+def clusters_of_each_digit(images: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
+    """Each image's cluster (N,) among `k`: `pixel_clusters` of each digit's images apart, k / num_classes
+    clusters each, digit d's numbered from d * k / num_classes. For a conditional GAN, which has the labels."""
+    images, labels, per_digit = images.cpu(), labels.cpu(), k // num_classes
+    found = torch.empty(len(labels), dtype=torch.int64)
+    for digit in range(num_classes):
+        mine = (labels == digit).nonzero().squeeze(1)
+        found[mine] = pixel_clusters(images[mine], per_digit) + digit * per_digit
+    return found
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 28, 28) in [0, 255] -> float (N, 1, 28, 28) in [-1, 1], the range of the GAN's data."""
     return images.unsqueeze(1).float() / 127.5 - 1
@@ -146,7 +157,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 # (MNIST root, k, num_classes) -> the training digits' clusters: k-means runs once per process (a sweep's jobs, the tests).
-CLUSTERS: dict[tuple[str, int], torch.Tensor] = {}
+CLUSTERS: dict[tuple[str, int, int | None], torch.Tensor] = {}
 
 
 class EpochBatches(DistributedSampler):
@@ -207,19 +218,13 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def label_with_clusters(self, k: int, num_classes: int | None) -> torch.Tensor:
         """Replace the training digits' labels by their pixel clusters (`pixel_clusters`), for a GAN that
-        conditions on those: `k` clusters of all digits, never reading the labels, or with `num_classes`,
-        k / num_classes clusters of each digit, d's numbered from d * k / num_classes. Returns each cluster's
-        share of the digits (k,)."""
+        conditions on those: `k` clusters of all digits, never reading the labels, or with `num_classes`, k /
+        num_classes of each digit (`clusters_of_each_digit`). Returns each cluster's share of the digits (k,)."""
         images, labels = self.train_set.tensors
         key = (str(Path(self.root).resolve()), k, num_classes)
-        if key not in CLUSTERS and num_classes:
-            per_digit, found = k // num_classes, torch.empty(len(labels), dtype=torch.int64)
-            for digit in range(num_classes):
-                mine = (labels.cpu() == digit).nonzero().squeeze(1)
-                found[mine] = pixel_clusters(images.cpu()[mine], per_digit) + digit * per_digit
+        if key not in CLUSTERS:
+            found = clusters_of_each_digit(images, labels, k, num_classes) if num_classes else pixel_clusters(images, k)
             CLUSTERS[key] = found
-        elif key not in CLUSTERS:
-            CLUSTERS[key] = pixel_clusters(images, k)
         clusters = CLUSTERS[key].to(images.device)
         self.train_set = TensorDataset(images, clusters)
         return torch.bincount(clusters, minlength=k).float().cpu() / len(clusters)

@@ -36,7 +36,6 @@ class Generator(nn.Module):
     def __init__(self, latent_dim: int, width: int, num_classes: int | None, clusters: int | None):
         super().__init__()
         self.latent_dim = latent_dim
-        self.num_classes = num_classes
         self.clusters = clusters
         self.classes = clusters or num_classes
         if clusters:

@@ -533,10 +533,11 @@ def check_no_work(cfg: DictConfig, entry: str) -> None:
         return
     model, trainer, data = cfg.model, cfg.trainer, cfg.data
     if model.num_classes and model.clusters and model.clusters % model.num_classes:
+        multiple = max(model.clusters // model.num_classes, 1) * model.num_classes
         raise BadInput(
             f"model.clusters={model.clusters} cannot work with model.num_classes={model.num_classes}: a conditional "
             "GAN finds its clusters within each digit, as many for every digit, so model.clusters must be a multiple "
-            f"of {model.num_classes}. Use e.g. model.clusters={model.clusters - model.clusters % model.num_classes or model.num_classes}, or model.clusters=null."
+            f"of {model.num_classes}. Use e.g. model.clusters={multiple}, or model.clusters=null."
         )
     check_accelerator(trainer)
     devices = trainer.devices if trainer.devices != "auto" else max(torch.cuda.device_count(), 1)

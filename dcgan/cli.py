@@ -7,6 +7,7 @@ other exception is a bug and keeps its traceback. Each entry point checks its co
 domains first (dcgan/validation.py), so a wrong value is refused before anything is built or written.
 """
 
+import argparse
 import difflib
 import logging
 import os
@@ -65,6 +66,31 @@ class EndRunOnUserError(Callback):
         failure = job_return._return_value
         if job_return.status == JobStatus.FAILED and isinstance(failure, UserFacingError):
             raise Abort(failure)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the tools that are not Hydra entry points (bench/, `python -m dcgan.reports`): a bad argument
+    ends as one paragraph, `Error: ...`, with argparse's exit status 2, as a Hydra entry point's does. Run their
+    main with `run` too, so that a UserFacingError (MNIST missing, say) ends the same way."""
+
+    def error(self, message: str):
+        fail(f"{self.prog}: {message}. `{self.prog} --help` lists the arguments.", 2)
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: a whole number from `low` (up to `high`)."""
+
+    def parse(text: str) -> int:
+        span = f">= {low}" if high is None else f"from {low} to {high}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number {span}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not a whole number {span}")
+        return value
+
+    return parse
 
 
 def fail(message: str, exit_code: int) -> None:

@@ -148,7 +148,7 @@ def project_rates(
 ) -> list[float] | dict:
     """train.py's train() on `overrides`, for `steps` training steps; the images/s of each interval, and with
     `profile_steps` (on a GPU) also GpuProfile's figures for that many more steps at the end."""
-    from train import train
+    from dcgan.training import train
 
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(

@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny_run(mnist_root, tmp_path_factory) -> Path:
     """A real run in this process, small enough for the fast tier: 2 epochs of 2 steps of networks 8 wide, with
     a checkpoint at each epoch end and no metric."""
-    from train import train
+    from dcgan.training import train
 
     folder = tmp_path_factory.mktemp("tiny")
     train(compose_config(*TINY, f"data.root={mnist_root}", output_dir=str(folder)))
@@ -79,7 +79,7 @@ def tiny_run(mnist_root, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cgan_run(mnist_root, tmp_path_factory) -> Path:
     """tiny_run's conditional GAN (model=cgan), with 2 clusters of each digit."""
-    from train import train
+    from dcgan.training import train
 
     folder = tmp_path_factory.mktemp("tiny_cgan")
     train(compose_config(*TINY, "model=cgan", "model.clusters=20", f"data.root={mnist_root}", output_dir=str(folder)))

@@ -15,8 +15,8 @@ from hydra.utils import instantiate
 
 from dcgan.checkpoints import AtomicCheckpointIO, CheckpointError, read_checkpoint, saved_at
 from dcgan.module import DCGAN
+from dcgan.training import train
 from tests.helpers import REPO, SMOKE_STEPS, TINY, compose_config, load_checkpoint, only_child, run_train
-from train import train
 
 # Saves version 1, then starts saving version 2 with a torch.save that stops half way and waits to be killed.
 WRITER = """

@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 
 from dcgan.errors import UserFacingError
+from dcgan.training import train
 from tests.helpers import SMALL, compose_config, load_checkpoint, run_train
-from train import train
 
 # 3 epochs of 4 steps, a checkpoint at each epoch end.
 SHORT = (*SMALL, "trainer.max_epochs=3")

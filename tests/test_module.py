@@ -9,8 +9,8 @@ import torch
 from dcgan.data import MNISTDataModule, load_mnist_tensors, pixel_clusters
 from dcgan.module import instance_noise_std
 from dcgan.sampling import sample
+from dcgan.training import train
 from tests.helpers import compose_config, dcgan, load_checkpoint, only_child, run_train
-from train import train
 
 
 def quiet_trainer(steps: int, callbacks: tuple = ()) -> pl.Trainer:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dcgan.errors import UserFacingError
+from dcgan.training import train
 from tests.helpers import REPO, SMALL, compose_config, load_checkpoint, only_child, run_train
-from train import train
 
 # 2 epochs of 4 steps, small networks, deterministic kernels.
 SHORT = (*SMALL, "trainer.max_epochs=2", "trainer.deterministic=true")

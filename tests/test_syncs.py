@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dcgan.training import train
 from tests.helpers import compose_config
-from train import train
 
 # Ops that hand a device value to the host: item(), bool(), float(), int(), format() and C++ code alike reach
 # _local_scalar_dense; nonzero also underlies boolean-mask indexing.

@@ -6,15 +6,16 @@ per-sample transforms (PIL -> ToTensor -> Normalize) behind a DataLoader, and pe
 batch one D step and one G step with the same tricks as `dcgan.module.DCGAN`
 (label smoothing U(0.8, 1), annealed Gaussian noise on D's inputs, dropout in D),
 Adam(2e-4, betas 0.5/0.999), BCE-with-logits, and `Loss_D`/`Loss_G` printed every
-100 batches. The networks are this project's, at the reference script's sizes.
+100 batches. The networks are this project's, at the reference script's sizes, in fp32 on the CPU or a GPU
+(there with pinned batches copied without waiting, as the PyTorch examples do).
 
     python -m bench.classic --epochs 25 --json outputs/bench/classic_25.json
+    python -m bench.classic --device cuda --epochs 25
 
 scores the generator after every epoch with the project's quality metric (the
 scoring time is left out of the wall-clock times it records).
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
+from dcgan import cli
+from dcgan.errors import UserFacingError
 from dcgan.models import Discriminator, Generator, init_dcgan_weights
 from dcgan.module import instance_noise_std
 
@@ -35,7 +38,7 @@ SMOOTHING = (0.8, 1.0)  # real targets drawn from U(0.8, 1)
 NOISE_STD, NOISE_STEPS = 0.1, 2000  # instance noise, falling to 0 over 2,000 steps
 
 
-def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2) -> DataLoader:
+def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2, pin_memory: bool = False) -> DataLoader:
     """torchvision's MNIST, each image converted from PIL and normalised to [-1, 1] on its own."""
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
     dataset = MNIST(root, train=True, transform=transform)
@@ -46,6 +49,7 @@ def classic_loader(root: str, batch_size: int = 128, num_workers: int = 2) -> Da
         drop_last=True,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )
 
 
@@ -59,37 +63,41 @@ def train_classic(
     on_step=None,
     on_epoch_end=None,
     verbose: bool = True,
+    device: str = "cpu",
 ):
-    """Train G and D the classic way. `on_step(step)` is called after every batch,
+    """Train G and D the classic way on `device`. `on_step(step)` is called after every batch,
     `on_epoch_end(epoch, netG)` after every epoch; returns the generator."""
     torch.manual_seed(seed)
-    netG, netD = Generator(LATENT_DIM, WIDTH, None, None), Discriminator(WIDTH, DROPOUT, None)
+    device = torch.device(device)
+    netG = Generator(LATENT_DIM, WIDTH, None, None).to(device)
+    netD = Discriminator(WIDTH, DROPOUT, None).to(device)
     netG.apply(init_dcgan_weights)
     netD.apply(init_dcgan_weights)
     optG = torch.optim.Adam(netG.parameters(), lr=LR, betas=BETAS)
     optD = torch.optim.Adam(netD.parameters(), lr=LR, betas=BETAS)
-    loader = classic_loader(root, batch_size, num_workers)
+    loader = classic_loader(root, batch_size, num_workers, pin_memory=device.type == "cuda")
     step = 0
     for epoch in range(epochs):
         for i, (real, _) in enumerate(loader):
+            real = real.to(device, non_blocking=True)
             n = real.size(0)
             std = instance_noise_std(step, NOISE_STD, NOISE_STEPS)
-            fake = netG(torch.randn(n, LATENT_DIM))
+            fake = netG(torch.randn(n, LATENT_DIM, device=device))
 
             # D: real (smoothed targets) vs fake
             optD.zero_grad()
             out_real = netD(real + std * torch.randn_like(real))
             out_fake = netD(fake.detach() + std * torch.randn_like(fake))
             lossD = F.binary_cross_entropy_with_logits(
-                out_real, torch.empty(n).uniform_(*SMOOTHING)
-            ) + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n))
+                out_real, torch.empty(n, device=device).uniform_(*SMOOTHING)
+            ) + F.binary_cross_entropy_with_logits(out_fake, torch.zeros(n, device=device))
             lossD.backward()
             optD.step()
 
             # G: non-saturating loss
             optG.zero_grad()
             out = netD(fake + std * torch.randn_like(fake))
-            lossG = F.binary_cross_entropy_with_logits(out, torch.ones(n))
+            lossG = F.binary_cross_entropy_with_logits(out, torch.ones(n, device=device))
             lossG.backward()
             optG.step()
 
@@ -105,14 +113,30 @@ def train_classic(
     return netG
 
 
+def require_gpu(prog: str) -> None:
+    """Refuse `--device cuda` at once, in one paragraph, where torch sees no GPU."""
+    if not torch.cuda.is_available():
+        raise UserFacingError(
+            f"{prog} --device cuda: torch {torch.__version__} finds no CUDA device on this machine "
+            "(torch.cuda.is_available() is False); run it where a GPU is visible, or without --device."
+        )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=25)
+    from dcgan.metrics import MIN_SAMPLES
+
+    parser = cli.ArgumentParser(prog="python -m bench.classic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=cli.whole(1), default=25)
     parser.add_argument("--data-root", default="data")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks train")
     parser.add_argument("--classifier", default="~/.cache/dcgan-mnist/mnist_classifier.pt")
-    parser.add_argument("--num-samples", type=int, default=5000, help="generated digits scored after each epoch")
+    parser.add_argument(
+        "--num-samples", type=cli.whole(MIN_SAMPLES), default=5000, help="generated digits scored after each epoch"
+    )
     parser.add_argument("--json", help="write the per-epoch figures here")
     args = parser.parse_args()
+    if args.device == "cuda":
+        require_gpu(parser.prog)
 
     from dcgan.data import ensure_mnist
     from dcgan.metrics import SampleQuality, load_classifier
@@ -120,7 +144,7 @@ def main() -> None:
     ensure_mnist(args.data_root)
 
     quality = SampleQuality(load_classifier(args.classifier, args.data_root), args.data_root, copying=False)
-    z = torch.randn(args.num_samples, LATENT_DIM, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(args.num_samples, LATENT_DIM, generator=torch.Generator().manual_seed(0)).to(args.device)
     history, start, paused = [], time.perf_counter(), 0.0
 
     def score(epoch, netG):
@@ -141,8 +165,8 @@ def main() -> None:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "epochs": history}, indent=1))
 
-    train_classic(args.data_root, epochs=args.epochs, on_epoch_end=score)
+    train_classic(args.data_root, epochs=args.epochs, on_epoch_end=score, device=args.device)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

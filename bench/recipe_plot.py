@@ -9,7 +9,6 @@ others are categories. A trial above `--fid-max` (a diverged one) is drawn as a
 triangle at the top.
 """
 
-import argparse
 import csv
 import math
 from pathlib import Path
@@ -19,16 +18,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dcgan import cli  # noqa: E402
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m bench.recipe_plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("trials", type=Path, help="CSV: round, the searched keys, fid")
     parser.add_argument("--out", type=Path, default=Path("recipe_search.png"))
     parser.add_argument("--fid-max", type=float, default=400.0, help="the top of the FID axis")
     args = parser.parse_args()
+    if args.fid_max <= 0:
+        parser.error(f"--fid-max {args.fid_max:g} is no FID: pass a positive top for the axis, e.g. 400")
+    if not args.trials.is_file():
+        parser.error(f"trials {args.trials} is not a file: pass the CSV of the trials, e.g. docs/recipe_trials.csv")
 
     rows = list(csv.DictReader(args.trials.open()))
-    keys = [k for k in rows[0] if k.startswith(("model.", "data.", "trainer.")) and len({r[k] for r in rows}) > 1]
+    columns = rows[0].keys() if rows else set()
+    keys = [k for k in columns if k.startswith(("model.", "data.", "trainer.")) and len({r[k] for r in rows}) > 1]
+    if not keys or not {"round", "fid"} <= columns:
+        parser.error(
+            f"trials {args.trials} needs a row per trial with the columns round, fid and at least one searched key "
+            "(model.*, data.*, trainer.*) that varies, as docs/recipe_trials.csv has"
+        )
     rounds = sorted({r["round"] for r in rows})
     cols = 4
     fig, axes = plt.subplots(
@@ -74,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -12,7 +12,6 @@ epoch x 468 batches x 128 / that rate instead of at the times recorded, which
 are only right when nothing else ran beside it.
 """
 
-import argparse
 import json
 from pathlib import Path
 
@@ -23,7 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from dcgan import cli  # noqa: E402
+
 CLASSIC_IMAGES_PER_EPOCH = 468 * 128  # 60k digits in full batches of 128
+TAGS = ("metric/fid", "metric/min_digit_share")
 
 
 def project_points(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
@@ -32,7 +34,7 @@ def project_points(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
     points = {}
     for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
         acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0}).Reload()
-        for tag in ("metric/fid", "metric/min_digit_share"):
+        for tag in TAGS:
             if tag in acc.Tags()["scalars"]:
                 points.setdefault(tag, []).extend((e.wall_time - start, e.value) for e in acc.Scalars(tag))
     return points
@@ -48,17 +50,35 @@ def classic_points(path: Path, images_per_s: float | None) -> dict[str, list[tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.ArgumentParser(prog="python -m bench.time_to_quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, action="append", required=True, help="a train.py run folder (repeatable)")
     parser.add_argument("--label", action="append", help="one per --run (default: the folder's name)")
     parser.add_argument("--classic", type=Path, required=True, help="the JSON that bench.classic wrote")
     parser.add_argument("--classic-images-per-s", type=float, help="place the classic epochs at this rate")
     parser.add_argument("--out", type=Path, default=Path("time_to_quality.png"))
     args = parser.parse_args()
+    if args.label and len(args.label) != len(args.run):
+        parser.error(f"--label is given {len(args.label)} times for {len(args.run)} --run: give one per --run, or none")
+    if args.classic_images_per_s is not None and args.classic_images_per_s <= 0:
+        parser.error(f"--classic-images-per-s {args.classic_images_per_s:g} is no rate: pass the benchmark's images/s")
 
-    labels = args.label or [run.name for run in args.run]
-    runs = {label: project_points(run) for label, run in zip(labels, args.run, strict=True)}
-    runs["classic loop (bench/classic.py)"] = classic_points(args.classic, args.classic_images_per_s)
+    runs = {}
+    for label, run in zip(args.label or [run.name for run in args.run], args.run, strict=True):
+        if not (run / ".hydra").is_dir():
+            parser.error(f"--run {run} is not a train.py run folder (it has no .hydra/): pass one of outputs/runs/")
+        runs[label] = project_points(run)
+        if missing := [tag for tag in TAGS if not runs[label].get(tag)]:
+            parser.error(
+                f"--run {run} has no {' or '.join(missing)} in its TensorBoard log (tensorboard/): it scored no "
+                "epoch; pass a run trained with the per-epoch metric (callbacks.quality)"
+            )
+    try:
+        runs["classic loop (bench/classic.py)"] = classic_points(args.classic, args.classic_images_per_s)
+    except (OSError, ValueError, KeyError, TypeError):
+        parser.error(
+            f"--classic {args.classic} is not the JSON that bench.classic writes: write it with "
+            f"`python -m bench.classic --json {args.classic}`"
+        )
     fig, (ax_fid, ax_share) = plt.subplots(1, 2, figsize=(11, 4))
     for label, points in runs.items():
         for ax, tag in ((ax_fid, "metric/fid"), (ax_share, "metric/min_digit_share")):
@@ -79,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -6,7 +6,6 @@ Training writes the pictures into its run folder at the end; to (re)build them f
     python -m dcgan.reports outputs/runs/<run>
 """
 
-import argparse
 import os
 import re
 from pathlib import Path
@@ -20,6 +19,8 @@ from PIL import Image, ImageDraw  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from torch.utils.tensorboard.summary import hparams  # noqa: E402
+
+from dcgan import cli  # noqa: E402
 
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
 LABEL_HEIGHT = 14
@@ -138,16 +139,21 @@ def write_curves(run_dir: Path) -> Path | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write progress.gif and curves.png into a run folder.")
+    parser = cli.ArgumentParser(
+        prog="python -m dcgan.reports", description="Write progress.gif and curves.png into a run folder."
+    )
     parser.add_argument("run_dir", type=Path, help="a run folder, e.g. outputs/runs/2026-11-22_13-05-41")
-    parser.add_argument("--max-frames", type=int, default=None, help="keep at most this many GIF frames")
+    parser.add_argument("--max-frames", type=cli.whole(2), default=None, help="keep at most this many GIF frames")
     args = parser.parse_args()
     if not (args.run_dir / "samples").is_dir():
-        raise SystemExit(f"Error: {args.run_dir} is not a run folder (it has no samples/ folder of grids).")
+        parser.error(
+            f"run_dir {args.run_dir} is not a run folder: it has no samples/ folder of grids; pass a folder train.py "
+            "wrote, e.g. outputs/runs/<run>"
+        )
     for path in (write_progress_gif(args.run_dir, max_frames=args.max_frames), write_curves(args.run_dir)):
         if path:
             print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

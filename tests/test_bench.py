@@ -1,14 +1,31 @@
-"""The benchmarks (bench/) run: bench.throughput's quick table and JSON, its one-line refusal without a GPU,
-and its GPU profile's summary. The GPU check's tests are in tests/test_gpu_check.py."""
+"""The benchmarks (bench/) run: bench.throughput's quick table and JSON with a failed contender's row, its
+one-line refusal without a GPU; the step profile (bench/profile.py) of real training steps on the CPU, and its GPU
+arithmetic on events with known times; every tool's refusal of a bad argument in one paragraph. The GPU check's
+tests are in tests/test_gpu_check.py."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from torch.autograd import DeviceType
+from torch.autograd.profiler_util import FunctionEvent
 
-from bench.throughput import device_summary
-from tests.helpers import run_script
+from bench.profile import WINDOW, StepProfile, step_summary
+from tests.helpers import SMALL, compose_config, run_script
+
+DEVICE_FIGURES = (
+    "busy_ms",
+    "idle_ms",
+    "idle_gaps",
+    "largest_gap_ms",
+    "launches",
+    "wall_us_per_launch",
+    "launch_call_us",
+    "waits",
+    "wait_ms",
+    "slowest_kernels",
+)
 
 
 @pytest.mark.slow
@@ -24,16 +41,20 @@ def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_
         str(out),
         "--variant",
         "plain: model.channels_last=false model.fused_adam=false",
+        "--variant",
+        "broken: model.no_such_key=1",
         timeout=600,
     )
     print(result.stdout[-1500:])  # the table, in CI's log
     table = result.stdout[result.stdout.index("images/s") :]
     for name in ("classic", "project", "plain", "data: classic", "data: project"):
         assert f"\n{name} " in table
+    assert "\nbroken         failed: model.no_such_key is not a key of this config" in table
     rows = {row["name"]: row for row in json.loads(out.read_text())["results"]}
+    assert "model.no_such_key" in rows.pop("broken")["failed"]  # and every other contender was measured:
     assert rows["classic"]["vs_classic"] == 1.0 and rows["data: classic"]["vs_classic"] == 1.0
     assert rows["plain"]["overrides"] == "model.channels_last=false model.fused_adam=false"
-    assert all(row["images_per_s"] > 0 and row["intervals"] >= 2 for row in rows.values())
+    assert all(row["images_per_s"] > 0 and row["intervals"] >= 2 and row["vs_classic"] > 0 for row in rows.values())
 
 
 @pytest.mark.slow
@@ -41,30 +62,102 @@ def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_
 def test_gpu_benchmark_says_in_one_line_that_there_is_no_gpu():
     result = run_script("-m", "bench.throughput", "--device", "cuda", check=False)
     assert result.returncode == 1 and result.stdout == ""
-    assert "finds no CUDA device" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("Error: ") and "finds no CUDA device" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
 
 
-def test_gpu_profile_summary_counts_busy_time_once_launches_and_waits():
-    def event(name, device, activity="cuda_runtime", start=0, end=0):  # as torch.profiler's kineto results hold them
-        return SimpleNamespace(
-            name=lambda: name,
-            device_type=lambda: device,
-            activity_type=lambda: activity,
-            start_ns=lambda: start,
-            end_ns=lambda: end,
+def test_step_profile_of_real_training_steps_on_the_cpu_reports_wall_time_and_the_ops_that_take_it(
+    mnist_root, tmp_path
+):
+    from dcgan.training import train
+
+    cfg = compose_config(*SMALL, f"data.root={mnist_root}", output_dir=str(tmp_path))
+    profile = {"_target_": "bench.profile.StepProfile", "name": "cpu steps", "skip": 1, "steps": 2}
+    OmegaConf.update(cfg, "callbacks.step_profile", profile, force_add=True)
+    train(cfg)
+    summary = StepProfile.named["cpu steps"].summary
+    assert summary["steps"] == 2 and summary["wall_ms"] > 0
+    assert all(summary[key] is None for key in DEVICE_FIGURES)  # not measured, so not 0
+    ops = summary["top_cpu_ops"]
+    assert len(ops) == 8 and all(op["calls_per_step"] > 0 and op["self_ms_per_step"] > 0 for op in ops)
+    assert [op["self_ms_per_step"] for op in ops] == sorted((op["self_ms_per_step"] for op in ops), reverse=True)
+    assert sum(op["self_ms_per_step"] for op in ops) <= summary["wall_ms"]
+    assert any(op["name"].startswith("aten::") and "convolution" in op["name"] for op in ops), ops
+
+
+def test_step_summary_of_a_gpu_profile_unions_busy_time_and_counts_gaps_launches_waits_and_kernels():
+    """On torch's own FunctionEvent objects, as the CUDA profiler makes them, with known times (us), 2 steps."""
+
+    def event(name, start, end, device=DeviceType.CPU, annotation=False):
+        return FunctionEvent(
+            id=0,
+            name=name,
+            thread=1,
+            start_us=start,
+            end_us=end,
+            device_type=device,
+            use_device="cuda",
+            is_user_annotation=annotation,
         )
 
-    cpu, cuda = torch.autograd.DeviceType.CPU, torch.autograd.DeviceType.CUDA
+    cuda = DeviceType.CUDA
     events = [
-        event("gemm", cuda, "kernel", 0, 2_000_000),
-        event("copy", cuda, "gpu_memcpy", 1_000_000, 3_000_000),
-        event("gemm", cuda, "kernel", 5_000_000, 6_000_000),
-        event("note", cuda, "gpu_user_annotation", 0, 9_000_000),
-        event("cudaLaunchKernel", cpu),
-        event("cudaGraphLaunch", cpu),
-        event("aten::mm", cpu, "cpu_op"),
-        event("cudaStreamSynchronize", cpu),
-        event("cudaDeviceSynchronize", cpu),  # the benchmark's own, not counted
+        event(WINDOW, 0, 1000),
+        event("aten::mm", 5, 60),
+        event("cudaLaunchKernel", 10, 14),
+        event("cudaLaunchKernelExC_v11060", 20, 26),
+        event("cudaGraphLaunch", 30, 40),
+        event("cudaMemcpyAsync", 50, 52),
+        event("cudaStreamSynchronize", 800, 900),
+        event("cudaMemcpy", 910, 950),  # a blocking copy: a wait
+        event("cudaDeviceSynchronize", 1010, 1150),  # after the window: the profiler's own
+        event("gemm", 100, 300, cuda),
+        event("Memcpy HtoD (Pinned -> Device)", 200, 400, cuda),  # overlaps the gemm: counted once
+        event("gemm", 402, 500, cuda),  # 2 us after the copy: the GPU's own spacing, not a gap
+        event("relu", 600, 700, cuda),
+        event("late", 1000, 1150, cuda),  # still running when the host left the window
+        event("Optimizer.step#Adam.step", 0, 1100, cuda, annotation=True),  # a range on the device, not work
     ]
-    summary = device_summary(events, steps=2)
-    assert summary == {"compute_ms": 2.0, "kernels": 1.5, "launches": 1.0, "waits": 0.5}
+    summary = step_summary(events, steps=2)
+    busy = 300 + 98 + 100 + 150
+    expected = {
+        "wall_ms": 1.150 / 2,
+        "busy_ms": busy / 1000 / 2,
+        "idle_ms": (1150 - busy) / 1000 / 2,
+        "idle_gaps": 3 / 2,  # 0-100, 500-600, 700-1000
+        "largest_gap_ms": 0.3,
+        "launches": 4 / 2,
+        "wall_us_per_launch": 1150 / 4,
+        "launch_call_us": (4 + 6 + 10 + 2) / 4,
+        "waits": 2 / 2,
+        "wait_ms": (100 + 40) / 1000 / 2,
+    }
+    assert {key: summary[key] for key in expected} == pytest.approx(expected)
+    kernels = summary["slowest_kernels"]
+    assert [k["name"] for k in kernels] == ["gemm", "Memcpy HtoD (Pinned -> Device)", "late", "relu"]
+    assert kernels[0] == pytest.approx(
+        {"name": "gemm", "calls_per_step": 1.0, "us_per_call": 149.0, "share_of_busy": 298 / busy}
+    )
+    ops = [op["name"] for op in summary["top_cpu_ops"]]
+    assert ops[:3] == ["cudaStreamSynchronize", "aten::mm", "cudaMemcpy"] and "cudaDeviceSynchronize" not in ops
+    assert summary["top_cpu_ops"][0]["self_ms_per_step"] == pytest.approx(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "tool, args, named",
+    [
+        ("bench.throughput", ["--steps", "10", "--warmup", "8", "--interval", "4"], "--steps 10"),
+        ("bench.throughput", ["--variant", "fp32"], "--variant 'fp32'"),
+        ("bench.throughput", ["--rounds", "0"], "--rounds"),
+        ("bench.classic", ["--epochs", "0"], "--epochs"),
+        ("bench.time_to_quality", ["--run", "{tmp}", "--classic", "{tmp}/classic.json"], "--run {tmp}"),
+        ("bench.recipe_plot", ["{tmp}/trials.csv"], "trials {tmp}/trials.csv"),
+        ("dcgan.reports", ["{tmp}"], "run_dir {tmp}"),
+    ],
+)
+def test_each_tool_refuses_a_bad_argument_in_one_paragraph_that_names_it(tool, args, named, tmp_path):
+    result = run_script("-m", tool, *(arg.format(tmp=tmp_path) for arg in args), check=False, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[-2000:]
+    assert named.format(tmp=tmp_path) in lines[0] and "Traceback" not in result.stderr

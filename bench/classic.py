@@ -69,7 +69,7 @@ def train_classic(
     `on_epoch_end(epoch, netG)` after every epoch; returns the generator."""
     torch.manual_seed(seed)
     device = torch.device(device)
-    netG = Generator(LATENT_DIM, WIDTH, None, None).to(device)
+    netG = Generator(LATENT_DIM, WIDTH, None).to(device)
     netD = Discriminator(WIDTH, DROPOUT, None).to(device)
     netG.apply(init_dcgan_weights)
     netD.apply(init_dcgan_weights)

@@ -28,8 +28,8 @@ from torch import nn
 
 from dcgan.errors import UserFacingError
 
-# checkpoint["dcgan_format"]; the checkpoints written before it was (up to commit c218713) are format 1.
-CHECKPOINT_FORMAT = 2
+# checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 since.
+CHECKPOINT_FORMAT = 3
 # Format 1's switches of experiments that lost (docs/recipe.md has each result), with their value when off. A
 # checkpoint that used one cannot be drawn from as it was trained; the commit that last held their code can.
 REMOVED_SWITCHES = {
@@ -39,6 +39,8 @@ REMOVED_SWITCHES = {
     "sample_bn": ("running", "sampling with each batch's BatchNorm statistics"),
 }
 LAST_COMMIT_WITH_REMOVED_SWITCHES = "c218713"
+# Format 2 could condition on the digit labels alone (num_classes without clusters), a mode no config shipped.
+LAST_COMMIT_WITH_LABELS_ALONE = "fb79f5b"
 # Keys a format-1 checkpoint may lack, with what the model did before each existed.
 FORMAT_1_DEFAULTS = {
     "num_classes": None,
@@ -46,13 +48,12 @@ FORMAT_1_DEFAULTS = {
     "ema_decay": None,
     "ema_start_step": 0,
     "channels_last": False,
-    "compile": False,
     "fused_adam": False,
 }
-# Keys format 1 had that no model reads any more: the learning rates per network (format 1's `lr` was both
-# unless they were set, and a resume takes its learning rate from the config), the fixed noise of the grids (now
-# the grids' own seed, callbacks.sample_grid), and InfoGAN's weight.
-FORMAT_1_DROPPED = ("lr_g", "lr_d", "num_fixed_samples", "fixed_noise_seed", "info_weight")
+# Keys no model reads any more: format 1's learning rates per network (its `lr` was both unless they were set, and a
+# resume takes its learning rate from the config), the fixed noise of the grids (now their own seed) and InfoGAN's
+# weight; format 2's torch.compile switch, which changed only the speed.
+DROPPED = ("lr_g", "lr_d", "num_fixed_samples", "fixed_noise_seed", "info_weight", "compile")
 
 
 class CheckpointError(UserFacingError):
@@ -88,8 +89,9 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def upgrade(checkpoint: dict) -> dict:
     """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse
-    one that used a removed switch, naming it and the commit that can still read it."""
-    if checkpoint.get("dcgan_format", 1) >= CHECKPOINT_FORMAT:
+    one whose model this version cannot draw from as it was trained, naming the commit that can."""
+    found = checkpoint.get("dcgan_format", 1)
+    if found >= CHECKPOINT_FORMAT:
         return checkpoint
     hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
     used = [
@@ -98,22 +100,38 @@ def upgrade(checkpoint: dict) -> dict:
         if hparams.get(key, off) != off
     ]
     if used:
-        raise CheckpointError(
+        refuse(
             f"it was trained with {' and '.join(used)}, an experiment that lost and was removed from the project "
-            f"(docs/recipe.md has its result). This version would draw other digits from it than it was trained to, "
-            f"so it refuses it. The commit that last had the switch reads it: `git checkout "
-            f"{LAST_COMMIT_WITH_REMOVED_SWITCHES}` (and its requirements.txt), then run the same command there."
+            "(docs/recipe.md has its result)",
+            LAST_COMMIT_WITH_REMOVED_SWITCHES,
         )
-    for key in (*REMOVED_SWITCHES, *FORMAT_1_DROPPED):
+    if hparams.get("num_classes") and not hparams.get("clusters"):
+        refuse(
+            f"it is a conditional GAN on the digit labels alone (model.num_classes={hparams['num_classes']} without "
+            "model.clusters), a mode that no config shipped and that was removed (model=cgan conditions on clusters "
+            "within each digit)",
+            LAST_COMMIT_WITH_LABELS_ALONE,
+        )
+    for key in (*REMOVED_SWITCHES, *DROPPED):
         hparams.pop(key, None)
     for key, value in FORMAT_1_DEFAULTS.items():
         hparams.setdefault(key, value)
-    for key in ("fixed_noise", "fixed_labels"):
+    for key in ("fixed_noise", "fixed_labels", "generator_ema.module.cluster_cuts"):
         state.pop(key, None)
     for key in [key for key in state if key.startswith("discriminator.label_projection.")]:
         state[key.replace(".label_projection.", ".class_projection.")] = state.pop(key)
+    if "generator.cluster_cuts" in state:  # G's rule for picking its cluster is its own module since format 3
+        cuts = state.pop("generator.cluster_cuts")
+        state["cluster_prior.cuts"] = cuts.view(-1, cuts.shape[-1])
     checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
     return checkpoint
+
+
+def refuse(why: str, commit: str) -> None:
+    raise CheckpointError(
+        f"{why}. This version would draw other digits from it than it was trained to, so it refuses it. The commit "
+        f"that last had it reads it: `git checkout {commit}` (and its requirements.txt), then run the same command there."
+    )
 
 
 def saved_at(checkpoint: dict, path: str | Path) -> dict:

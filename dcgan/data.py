@@ -6,6 +6,8 @@ checkpoints record how far into its epoch training was (`state_dict`), and the
 first epoch after a resume starts at the next batch.
 """
 
+import hashlib
+import logging
 import socket
 from pathlib import Path
 
@@ -15,7 +17,10 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
+from dcgan.checkpoints import write_atomically
 from dcgan.errors import UserFacingError
+
+log = logging.getLogger(__name__)
 
 # What torchvision.datasets.MNIST reads, under <root>/MNIST/raw/:
 # name -> (magic number, header bytes, items, bytes per item) of each idx file.
@@ -118,6 +123,9 @@ def deskewed(images: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x.unsqueeze(1), grid, align_corners=True).squeeze(1)
 
 
+CLUSTERING = 1  # raise it when pixel_clusters or clusters_of_each_digit would find other clusters
+
+
 def pixel_clusters(images: torch.Tensor, k: int, iterations: int = 25) -> torch.Tensor:
     """Each image's cluster (N,) among `k`: k-means on the deskewed pixels, from k seeded images, on the CPU so
     that every machine and DDP rank gets the same clusters. It reads pixels only, never the labels."""
@@ -146,6 +154,23 @@ def clusters_of_each_digit(images: torch.Tensor, labels: torch.Tensor, k: int, n
     return found
 
 
+def found_clusters(images: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int | None, cache: Path):
+    """Each training image's cluster (N,) among `k`: `pixel_clusters`, or with `num_classes`
+    `clusters_of_each_digit`. K-means takes seconds, so its answer is kept in the folder `cache`, in a file named
+    after what decides it (the images, k, num_classes and CLUSTERING, the version of the method): a later run, a
+    sweep's next job or another DDP rank reads the same clusters instead of finding them again."""
+    images_digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+    path = Path(cache).expanduser() / f"clusters_v{CLUSTERING}_{images_digest}_k{k}_digits{num_classes or 0}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    found = clusters_of_each_digit(images, labels, k, num_classes) if num_classes else pixel_clusters(images, k)
+    try:
+        write_atomically(path, lambda f: torch.save(found, f))
+    except OSError as err:  # a cache that cannot be written costs the next run the seconds, nothing else
+        log.warning("The clusters could not be kept in %s (%s): later runs will find them again.", path, err.strerror)
+    return found
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, 28, 28) in [0, 255] -> float (N, 1, 28, 28) in [-1, 1], the range of the GAN's data."""
     return images.unsqueeze(1).float() / 127.5 - 1
@@ -154,10 +179,6 @@ def to_model_range(images: torch.Tensor) -> torch.Tensor:
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """The inverse: float (N, 1, 28, 28) in [-1, 1] -> uint8 (N, 28, 28), 0 = background, 255 = ink, as MNIST stores digits."""
     return ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-# (MNIST root, k, num_classes) -> the training digits' clusters: k-means runs once per process (a sweep's jobs, the tests).
-CLUSTERS: dict[tuple[str, int, int | None], torch.Tensor] = {}
 
 
 class EpochBatches(DistributedSampler):
@@ -191,7 +212,8 @@ class EpochBatches(DistributedSampler):
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """The 60k training digits for training; the 10k test digits (`test_dataloader`) for evaluation.
+    """The 60k training digits for training, each with its label or, with `clusters`, its cluster (which a
+    conditional GAN, `num_classes`, finds within each digit); the 10k test digits (`test_dataloader`) for evaluation.
 
     Both splits are held in memory as uint8 tensors (47 MB for training), on the
     device that trains (the GPU, when there is one); a batch is one indexing
@@ -200,12 +222,21 @@ class MNISTDataModule(pl.LightningDataModule):
     more than the networks' own work (see docs/benchmarks.md).
     """
 
-    def __init__(self, root: str, batch_size: int, seed: int):
+    def __init__(
+        self,
+        root: str,
+        batch_size: int,
+        seed: int,
+        clusters: int | None,
+        num_classes: int | None,
+        cache_dir: str | None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.root = root
         self.batch_size = batch_size
         self.seed = seed
+        self.clusters, self.num_classes, self.cache_dir = clusters, num_classes, cache_dir
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
 
     def prepare_data(self) -> None:
@@ -213,21 +244,13 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        self.train_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=True)))
+        images, labels = load_mnist_tensors(self.root, train=True)
+        if self.clusters:
+            labels = found_clusters(images, labels, self.clusters, self.num_classes, self.cache_dir)
+            # How often G should draw each cluster (dcgan.models.ClusterPrior).
+            self.cluster_shares = torch.bincount(labels, minlength=self.clusters).float() / len(labels)
+        self.train_set = TensorDataset(images.to(device), labels.to(device))
         self.test_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=False)))
-
-    def label_with_clusters(self, k: int, num_classes: int | None) -> torch.Tensor:
-        """Replace the training digits' labels by their pixel clusters (`pixel_clusters`), for a GAN that
-        conditions on those: `k` clusters of all digits, never reading the labels, or with `num_classes`, k /
-        num_classes of each digit (`clusters_of_each_digit`). Returns each cluster's share of the digits (k,)."""
-        images, labels = self.train_set.tensors
-        key = (str(Path(self.root).resolve()), k, num_classes)
-        if key not in CLUSTERS:
-            found = clusters_of_each_digit(images, labels, k, num_classes) if num_classes else pixel_clusters(images, k)
-            CLUSTERS[key] = found
-        clusters = CLUSTERS[key].to(images.device)
-        self.train_set = TensorDataset(images, clusters)
-        return torch.bincount(clusters, minlength=k).float().cpu() / len(clusters)
 
     def train_dataloader(self) -> DataLoader:
         # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.

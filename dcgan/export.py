@@ -26,7 +26,7 @@ from dcgan import models
 from dcgan.checkpoints import plain_state_dict, run_folder
 from dcgan.errors import UserFacingError
 from dcgan.metrics import format_scores
-from dcgan.models import Generator
+from dcgan.models import DigitGenerator
 from dcgan.module import DCGAN
 from dcgan.sampling import grid_columns, sample, save_grid
 
@@ -50,16 +50,15 @@ def default_output(ckpt_path: Path, step: int) -> Path:
 
 
 def generator_arguments(gan: DCGAN) -> dict:
-    """Generator(**these) has the shape of `gan`'s generator."""
-    hp = gan.hparams
-    return {"latent_dim": hp.latent_dim, "width": hp.g_width, "num_classes": hp.num_classes, "clusters": hp.clusters}
+    """DigitGenerator.build(**these) has the shape of `gan`'s generator and cluster prior."""
+    return {name: gan.hparams[name] for name in inspect.signature(DigitGenerator.build).parameters}
 
 
-def rebuild(gan: DCGAN) -> Generator:
-    """A fresh Generator from generator_arguments and the sampling weights, in eval mode: it samples as `gan`
+def rebuild(gan: DCGAN) -> DigitGenerator:
+    """A fresh DigitGenerator from generator_arguments and the sampling weights, in eval mode: it samples as `gan`
     does. Building it the way generator.json tells a user to also checks that the JSON suffices."""
-    generator = Generator(**generator_arguments(gan))
-    generator.load_state_dict(plain_state_dict(gan.sampling_generator))
+    generator = DigitGenerator.build(**generator_arguments(gan))
+    generator.load_state_dict(plain_state_dict(DigitGenerator(gan.sampling_generator, gan.cluster_prior)))
     return generator.eval()
 
 
@@ -97,22 +96,22 @@ def config(gan: DCGAN, saved: dict) -> dict:
 
 
 def write_safetensors(gan: DCGAN, folder: Path, saved: dict) -> None:
-    """The weights, generator.json, and generator.py: dcgan.models.Generator's code, copied from this project,
+    """The weights, generator.json, and generator.py: dcgan.models.DigitGenerator's code, copied from this project,
     so that the weights load wherever torch and safetensors are installed."""
     # save() and write_bytes rather than save_file, which leaves the file readable by its owner only
-    (folder / "generator.safetensors").write_bytes(save(plain_state_dict(gan.sampling_generator)))
+    (folder / "generator.safetensors").write_bytes(save(plain_state_dict(rebuild(gan))))
     (folder / "generator.json").write_text(json.dumps(config(gan, saved), indent=2) + "\n")
-    source = "\n\n".join(inspect.getsource(code) for code in (models.one_hot, Generator))
+    parts = (models.one_hot, models.Generator, models.quantile_cuts, models.ClusterPrior, DigitGenerator)
     (folder / "generator.py").write_text(
-        '"""dcgan.models.Generator, copied by export.py with the weights beside it (MODEL_CARD.md loads them)."""\n\n'
-        "import torch\nfrom torch import nn\n\n\n" + source
+        '"""dcgan.models.DigitGenerator and its parts, copied by export.py with the weights beside it (MODEL_CARD.md '
+        'loads them)."""\n\nimport torch\nfrom torch import nn\n\n\n' + "\n\n".join(map(inspect.getsource, parts))
     )
 
 
-def load_safetensors(folder: Path) -> Generator:
-    """What MODEL_CARD.md tells a user to do, with this project's Generator."""
+def load_safetensors(folder: Path) -> DigitGenerator:
+    """What MODEL_CARD.md tells a user to do, with this project's DigitGenerator."""
     settings = json.loads((folder / "generator.json").read_text())
-    generator = Generator(**settings["generator"])
+    generator = DigitGenerator.build(**settings["generator"])
     generator.load_state_dict(load_file(folder / "generator.safetensors"))
     return generator.eval()
 
@@ -207,7 +206,7 @@ import numpy as np
 z = np.random.default_rng(0).standard_normal((16, {gan.hparams.latent_dim}), dtype=np.float32)  # any batch size{labels}
 ```
 
-`generator.safetensors` with `generator.json` (torch and safetensors; `generator.py` is dcgan.models.Generator's code):
+`generator.safetensors` with `generator.json` (torch and safetensors; `generator.py` is dcgan.models.DigitGenerator's code):
 
 ```python
 import json
@@ -215,10 +214,10 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from generator import Generator
+from generator import DigitGenerator
 
 config = json.load(open("generator.json"))
-G = Generator(**config["generator"])
+G = DigitGenerator.build(**config["generator"])
 G.load_state_dict(load_file("generator.safetensors"))
 G.eval()
 with torch.no_grad():
@@ -267,7 +266,7 @@ Exported from `{settings["checkpoint"]}`, saved at training step {settings["step
 
 ## Architecture
 
-`Generator(**{settings["generator"]})` of dcgan/models.py, {parameters:,} parameters. Inputs: {inputs}.
+`DigitGenerator.build(**{settings["generator"]})` of dcgan/models.py, {parameters:,} parameters. Inputs: {inputs}.
 Output: {settings["output"]}. Weights: {settings["weights"]}. BatchNorm when sampling: its running statistics (eval mode).
 
 ```

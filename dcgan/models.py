@@ -1,16 +1,20 @@
-"""The two networks, sized for 28x28x1 MNIST digits, optionally conditioned on a class of digits.
+"""The two networks, sized for 28x28x1 MNIST digits, and the rule that picks the cluster G draws.
 
 The layouts follow the DCGAN paper (Radford et al., 2015) scaled down to
 MNIST: the generator upsamples 1x1 -> 7x7 -> 14x14 -> 28x28 with transposed
 convolutions, the discriminator mirrors it with strided convolutions.
 
-Conditioning has one path. A class of digits is read by G as a one-hot vector
-next to z (Mirza & Osindero, 2014) and by D as a projection (Miyato & Koyama,
-2018): D adds <embed(class), features(image)> to its logit. The class is the
-digit label in a conditional GAN (`num_classes`), or a cluster of the training
-images (`clusters`), which z picks (cluster-conditioned GANs: Sage et al., 2018;
-Liu et al., 2020): among all clusters in an unconditional GAN, so that z alone
-still sets the image, and among the asked digit's clusters in a conditional one.
+The default (model=cluster_dcgan) conditions both on clusters of the training
+images, found without labels: before training, k-means groups the training
+digits by their deskewed pixels (dcgan/data.py). G reads its cluster as a
+one-hot vector next to z (Mirza & Osindero, 2014); D judges each image with
+its cluster by projection (Miyato & Koyama, 2018), adding
+<embed(cluster), features(image)> to its logit; and each fake's cluster is
+picked by z's first entry (ClusterPrior), as often as the cluster holds of the
+training digits, so that z alone still sets the image. Why: given its cluster,
+G no longer draws the in-between shapes at the seams between digits that an
+unconditional GAN draws (docs/recipe.md). With the labels (model=cgan) the
+clusters are found within each digit, and z picks among the asked digit's.
 """
 
 import torch
@@ -26,27 +30,14 @@ def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tens
 
 
 class Generator(nn.Module):
-    """Maps latents z (N, latent_dim) [and digits (N,)] to images in [-1, 1] of shape (N, 1, 28, 28).
+    """Maps latents z (N, latent_dim) [and their clusters (N,), of `clusters`] to images in [-1, 1], (N, 1, 28, 28)."""
 
-    `num_classes`: G draws the digit it is given. `clusters`: G draws one of that many clusters, which z's first
-    entry picks (`cluster_of`); with both, each digit has `clusters / num_classes` of them, clusters
-    d * per_digit to (d + 1) * per_digit - 1 for digit d, and z picks among the given digit's.
-    """
-
-    def __init__(self, latent_dim: int, width: int, num_classes: int | None, clusters: int | None):
+    def __init__(self, latent_dim: int, width: int, clusters: int | None):
         super().__init__()
-        self.latent_dim = latent_dim
         self.clusters = clusters
-        self.classes = clusters or num_classes
-        if clusters:
-            # z's first entry is cut at the normal quantiles of the clusters' cumulative shares (within the digit),
-            # so that each comes as often as in the data (set_cluster_shares; equally often until then).
-            self.per_digit = clusters // (num_classes or 1)
-            cuts = torch.special.ndtri(torch.arange(1, self.per_digit) / self.per_digit)
-            self.register_buffer("cluster_cuts", cuts.repeat(num_classes, 1) if num_classes else cuts)
         self.net = nn.Sequential(
-            # z [and the class], seen as a 1x1 image -> (2*width) x 7 x 7
-            nn.ConvTranspose2d(latent_dim + (self.classes or 0), 2 * width, kernel_size=7, bias=False),
+            # z [and the cluster], seen as a 1x1 image -> (2*width) x 7 x 7
+            nn.ConvTranspose2d(latent_dim + (clusters or 0), 2 * width, kernel_size=7, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(inplace=True),
             # -> width x 14 x 14
@@ -58,30 +49,15 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def cluster_of(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
-        """The cluster (N,) that each z picks: of all clusters, or of the given digit's (N,)."""
-        if digits is None:
-            return (z[:, :1] > self.cluster_cuts).sum(dim=1)
-        return digits * self.per_digit + (z[:, :1] > self.cluster_cuts[digits]).sum(dim=1)
-
-    def set_cluster_shares(self, shares: torch.Tensor) -> None:
-        """Draw each cluster as often as `shares` (clusters,) says: its share of the training digits (of its
-        digit's, in a conditional GAN)."""
-        shares = shares.view(-1, self.per_digit)
-        shares = shares / shares.sum(dim=1, keepdim=True)
-        cuts = torch.special.ndtri(shares.cumsum(dim=1)[:, :-1].clamp(1e-6, 1 - 1e-6))
-        self.cluster_cuts.copy_(cuts.view_as(self.cluster_cuts))
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        classes = self.cluster_of(z, labels) if self.clusters else labels  # labels: the digits asked for
-        inputs = torch.cat([z, one_hot(classes, self.classes, z)], dim=1) if self.classes else z
+    def forward(self, z: torch.Tensor, clusters: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = torch.cat([z, one_hot(clusters, self.clusters, z)], dim=1) if self.clusters else z
         return self.net(inputs.view(z.size(0), -1, 1, 1))
 
 
 class Discriminator(nn.Module):
-    """Maps images (N, 1, 28, 28) [and classes (N,)] to one real-vs-fake logit each, shape (N,)."""
+    """Maps images (N, 1, 28, 28) [and their clusters (N,)] to one real-vs-fake logit each, shape (N,)."""
 
-    def __init__(self, width: int, dropout: float, classes: int | None):
+    def __init__(self, width: int, dropout: float, clusters: int | None):
         super().__init__()
         self.features = nn.Sequential(
             # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
@@ -96,15 +72,61 @@ class Discriminator(nn.Module):
         )
         # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
         self.head = nn.Conv2d(2 * width, 1, kernel_size=7)
-        # Projection: one learned vector per class, dotted with the flattened features.
-        self.class_projection = nn.Embedding(classes, 2 * width * 7 * 7) if classes else None
+        # Projection: one learned vector per cluster, dotted with the flattened features.
+        self.class_projection = nn.Embedding(clusters, 2 * width * 7 * 7) if clusters else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clusters: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)
         logits = self.head(h).view(-1)
         if self.class_projection is not None:
-            logits = logits + (self.class_projection(labels) * h.flatten(1)).sum(dim=1)
+            logits = logits + (self.class_projection(clusters) * h.flatten(1)).sum(dim=1)
         return logits
+
+
+def quantile_cuts(shares: torch.Tensor) -> torch.Tensor:
+    """(rows, k) shares, each row summing to 1 -> (rows, k - 1): the standard normal quantiles of each row's
+    cumulative shares, where z's first entry passes from one cluster to the next."""
+    return torch.special.ndtri(shares.cumsum(dim=1)[:, :-1].clamp(1e-6, 1 - 1e-6))
+
+
+class ClusterPrior(nn.Module):
+    """The cluster (N,) that each latent point z (N, latent_dim) draws: z's first entry, standard normal, cut at
+    the quantiles of the clusters' shares, so that each comes as often as it holds of the training digits (equally
+    often until `set_shares`). With `digits`, each digit has `clusters / digits` clusters, digit d's numbered from
+    d * clusters / digits, and z picks among those of the digit it is given."""
+
+    def __init__(self, clusters: int, digits: int | None):
+        super().__init__()
+        self.per_digit = clusters // (digits or 1)
+        self.register_buffer("cuts", quantile_cuts(torch.full((digits or 1, self.per_digit), 1 / self.per_digit)))
+
+    def set_shares(self, shares: torch.Tensor) -> None:
+        """`shares` (clusters,): each cluster's share of the training digits, as the data module counted them."""
+        shares = shares.view(-1, self.per_digit)
+        self.cuts.copy_(quantile_cuts(shares / shares.sum(dim=1, keepdim=True)))
+
+    def forward(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
+        if digits is None:
+            return (z[:, :1] > self.cuts).sum(dim=1)
+        return digits * self.per_digit + (z[:, :1] > self.cuts[digits]).sum(dim=1)
+
+
+class DigitGenerator(nn.Module):
+    """G and its ClusterPrior: images (N, 1, 28, 28) from z (N, latent_dim) alone [and the digits (N,) asked of a
+    conditional GAN]. What sampling, the metric and the exported files draw with."""
+
+    def __init__(self, generator: Generator, prior: ClusterPrior | None):
+        super().__init__()
+        self.generator = generator
+        self.prior = prior
+
+    @classmethod
+    def build(cls, latent_dim: int, g_width: int, clusters: int | None, num_classes: int | None) -> "DigitGenerator":
+        """A new one, of the shape of a DCGAN's with these hyperparameters (export.py's generator.json has them)."""
+        return cls(Generator(latent_dim, g_width, clusters), ClusterPrior(clusters, num_classes) if clusters else None)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, None if self.prior is None else self.prior(z, labels))
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

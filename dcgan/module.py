@@ -3,11 +3,10 @@
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from dcgan.checkpoints import CHECKPOINT_FORMAT, read_checkpoint, upgrade
 from dcgan.ema import MovingAverage
-from dcgan.models import Discriminator, Generator, init_dcgan_weights
+from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator, init_dcgan_weights
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (the learning rate,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
@@ -30,21 +29,19 @@ class DCGAN(pl.LightningModule):
 
     One training step is one batch: one discriminator update on real vs detached
     fake images, then one generator update with the non-saturating loss
-    -log D(G(z)). Lightning's `global_step` counts optimizer steps, so it
-    advances by 2 per training step; `self.step` counts training steps.
+    -log D(G(z)) (`update`). Lightning's `global_step` counts optimizer steps, so
+    it advances by 2 per training step; `self.step` counts training steps.
 
-    Both networks may see a class of each image (dcgan/models.py): with
-    `num_classes` it is the digit label (a conditional GAN: real images with
-    their own, fakes with labels drawn uniformly); with `clusters` it is the
-    cluster of the training images the data module found (real images with their
-    own, fakes with the one z picks, as often as in the data): without labels in
-    an unconditional GAN, within each digit in a conditional one.
+    With `clusters`, both networks see each image's cluster (dcgan/models.py):
+    real images come with their own (the data module finds them), and each fake
+    with the one its z picks (`cluster_prior`), which the data module's shares of
+    the clusters calibrate. With `num_classes` as well (a conditional GAN), the
+    clusters are found within each digit, and each fake's digit is drawn uniformly.
 
     With `ema_decay` set, an exponential moving average of G's weights (and
     BatchNorm statistics) is kept from training step `ema_start_step` on, and is
-    what grids, metrics and generation draw with. `channels_last`, `compile`
-    (torch.compile of both networks: true or one of its modes) and `fused_adam`
-    only change the speed (docs/benchmarks.md).
+    what grids, metrics and generation draw with. `channels_last` and
+    `fused_adam` only change the speed (docs/benchmarks.md).
     """
 
     # Every value comes from conf/model/*.yaml; checkpoints written before a key existed are upgraded in
@@ -65,26 +62,21 @@ class DCGAN(pl.LightningModule):
         ema_decay: float | None,
         ema_start_step: int,
         channels_last: bool,
-        compile: bool | str,
         fused_adam: bool,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.num_classes = num_classes
-        self.generator = Generator(latent_dim, g_width, num_classes, clusters)
-        self.discriminator = Discriminator(d_width, d_dropout, clusters or num_classes)
+        self.generator = Generator(latent_dim, g_width, clusters)
+        self.discriminator = Discriminator(d_width, d_dropout, clusters)
+        self.cluster_prior = ClusterPrior(clusters, num_classes) if clusters else None
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
             self.to(memory_format=torch.channels_last)  # the layout oneDNN and cuDNN convolutions prefer
         # The average follows G's weights after each G step; it never trains itself (and DDP must not wrap it).
         self.generator_ema = MovingAverage(self.generator, ema_decay) if ema_decay is not None else None
-        if compile:
-            # In place (nn.Module.compile): the state_dict keys, and so checkpoints, stay those of the plain networks.
-            mode = None if compile is True else compile
-            self.generator.compile(mode=mode)
-            self.discriminator.compile(mode=mode)
 
     @property
     def step(self) -> int:
@@ -106,11 +98,11 @@ class DCGAN(pl.LightningModule):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z) for showing or scoring, with BatchNorm's running statistics (the averaged G once it has started).
-        Drawing samples changes nothing in the model."""
+        """G(z) for showing or scoring, with BatchNorm's running statistics (the averaged G once it has started) and
+        the cluster z picks [among the asked digits' clusters]. Drawing samples changes nothing in the model."""
         generator = self.sampling_generator
         was_training = generator.training
-        images = generator.eval()(z, labels).float()
+        images = DigitGenerator(generator.eval(), self.cluster_prior)(z, labels).float()
         generator.train(was_training)
         return images
 
@@ -121,36 +113,57 @@ class DCGAN(pl.LightningModule):
         low, high = self.hparams.label_smoothing
         return torch.empty(n, device=self.device).uniform_(low, high)
 
-    def with_instance_noise(self, images: torch.Tensor) -> torch.Tensor:
+    def instance_noise(self) -> float | None:
+        """This step's std of the noise on D's inputs; None when there is none (off, or annealed to 0)."""
         std = instance_noise_std(self.step, self.hparams.instance_noise_std, self.hparams.instance_noise_anneal_steps)
-        return images + std * torch.randn_like(images) if std > 0 else images
+        return std if std > 0 else None
 
-    def fake_classes(self, z: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """What G is asked to draw (a digit drawn uniformly in a conditional GAN, else None) and the class D judges
-        each fake with: that digit, the cluster z picks (within that digit), or None."""
+    @staticmethod
+    def with_instance_noise(images: torch.Tensor, std: float | torch.Tensor | None) -> torch.Tensor:
+        return images if std is None else images + std * torch.randn_like(images)
+
+    def fake_clusters(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The cluster each fake is drawn from, as its z picks it (None without clusters): among all clusters, or
+        in a conditional GAN among those of a digit drawn uniformly."""
+        if self.cluster_prior is None:
+            return None
         digits = torch.randint(0, self.num_classes, (len(z),), device=self.device) if self.num_classes else None
-        if not self.hparams.clusters:
-            return digits, digits
-        # Under DDP (dcgan/distributed.py) the training step sees G in its wrapper, which passes on forward() only.
-        generator = self.generator.module if isinstance(self.generator, DistributedDataParallel) else self.generator
-        return digits, generator.cluster_of(z, digits)
+        return self.cluster_prior(z, digits)
 
     def training_step(self, batch, batch_idx):
-        if self.hparams.compile:
-            torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's outputs' memory
-        real, real_classes = batch
+        real, real_clusters = batch
+        loss_d, loss_g, logits_real, logits_fake = self.update(real, real_clusters, self.instance_noise())
+        if self.generator_ema is not None and self.step >= self.hparams.ema_start_step:
+            self.generator_ema.update_parameters(self.generator)  # its first update copies G
+        # Only at the steps Lightning writes: computing the values costs kernel launches. Not prog_bar=True: Lightning
+        # would turn them into numbers after every step, waiting for the GPU (dcgan.callbacks.ProgressBar shows them).
+        # Copies: under CUDA graphs (dcgan/graphs.py) the next step overwrites these tensors.
+        if self.logging_step:
+            self.log_dict(
+                {
+                    "loss/d": loss_d.detach().clone(),
+                    "loss/g": loss_g.detach().clone(),
+                    "d/real": torch.sigmoid(logits_real.detach()).mean(),
+                    "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
+                }
+            )
+
+    def update(self, real: torch.Tensor, real_clusters: torch.Tensor, noise_std: float | torch.Tensor | None):
+        """One D update, then one G update, on a batch of real images and their clusters (or labels, which an
+        unconditional D does not see). Returns D's and G's losses and D's logits for the real and fake images.
+        dcgan/graphs.py may run it as one CUDA graph: it reads no value back from the device."""
         opt_g, opt_d = self.optimizers()
         z = torch.randn(real.size(0), self.hparams.latent_dim, device=self.device)
-        digits, fake_classes = self.fake_classes(z)
-        if fake_classes is None:
-            real_classes = None  # an unconditional D does not see the digit labels
-        fake = self.generator(z, digits)
+        fake_clusters = self.fake_clusters(z)
+        if fake_clusters is None:
+            real_clusters = None
+        fake = self.generator(z, fake_clusters)
 
         # Discriminator: push D(x) towards the (smoothed) real targets and D(G(z)) towards 0.
         # G's output is detached, so this step computes no gradients for G.
         with self.toggled_optimizer(opt_d):
-            logits_real = self.discriminator(self.with_instance_noise(real), real_classes)
-            logits_fake = self.discriminator(self.with_instance_noise(fake.detach()), fake_classes)
+            logits_real = self.discriminator(self.with_instance_noise(real, noise_std), real_clusters)
+            logits_fake = self.discriminator(self.with_instance_noise(fake.detach(), noise_std), fake_clusters)
             loss_d = F.binary_cross_entropy_with_logits(
                 logits_real, self.real_targets(logits_real.numel())
             ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
@@ -161,25 +174,12 @@ class DCGAN(pl.LightningModule):
         # Generator: non-saturating loss, i.e. make D call the fakes real (target 1).
         # toggled_optimizer turns off requires_grad on D's weights, so D gets no gradients here.
         with self.toggled_optimizer(opt_g):
-            logits_gen = self.discriminator(self.with_instance_noise(fake), fake_classes)
+            logits_gen = self.discriminator(self.with_instance_noise(fake, noise_std), fake_clusters)
             loss_g = F.binary_cross_entropy_with_logits(logits_gen, torch.ones_like(logits_gen))
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
             opt_g.step()
-        if self.generator_ema is not None and self.step >= self.hparams.ema_start_step:
-            self.generator_ema.update_parameters(self.generator)  # its first update copies G
-
-        # Only at the steps Lightning writes: computing the values costs kernel launches. Not prog_bar=True: Lightning
-        # would turn them into numbers after every step, waiting for the GPU (dcgan.callbacks.ProgressBar shows them).
-        if self.logging_step:
-            self.log_dict(
-                {
-                    "loss/d": loss_d.detach(),
-                    "loss/g": loss_g.detach(),
-                    "d/real": torch.sigmoid(logits_real.detach()).mean(),
-                    "d/fake": torch.sigmoid(logits_fake.detach()).mean(),
-                }
-            )
+        return loss_d, loss_g, logits_real, logits_fake
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
@@ -220,18 +220,15 @@ class DCGAN(pl.LightningModule):
         return opt_g, opt_d
 
     def setup(self, stage: str) -> None:
-        if self.hparams.clusters and stage == "fit":  # the data module's clusters, and how often G draws each
-            shares = self.trainer.datamodule.label_with_clusters(self.hparams.clusters, self.num_classes)
-            self.generator.set_cluster_shares(shares)
-            if self.generator_ema is not None:
-                self.generator_ema.module.set_cluster_shares(shares)
+        if self.cluster_prior is not None and stage == "fit":  # G draws each cluster as often as the data holds it
+            self.cluster_prior.set_shares(self.trainer.datamodule.cluster_shares)
 
     def on_train_start(self) -> None:
-        # A resumed run's Adam states come back with the learning rates and betas they were saved with:
-        # the config's win, so that a resume can change them (a lower lr after a divergence, say).
+        # A resumed run's Adam states come back with the options they were saved with: the config's win, so that a
+        # resume can change them (a lower lr after a divergence, say); `capturable` is for a CUDA graph to turn on.
         for optimizer in self.optimizers():
             for group in optimizer.optimizer.param_groups:
-                group["lr"], group["betas"] = self.hparams.lr, tuple(self.hparams.betas)
+                group.update(lr=self.hparams.lr, betas=tuple(self.hparams.betas), capturable=False)
 
 
 def load_gan(path: str, map_location: str | torch.device = "cpu") -> DCGAN:

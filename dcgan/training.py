@@ -26,7 +26,7 @@ def train(cfg: DictConfig) -> float:
     pl.seed_everything(cfg.seed, workers=True)
     # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
     model = instantiate(cfg.model, _convert_="all")
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, clusters=cfg.model.clusters, num_classes=cfg.model.num_classes)
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)

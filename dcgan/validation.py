@@ -174,7 +174,6 @@ PLUGINS = Domain(
     "[5]",
     lambda v: isinstance(v, list) and all(isinstance(p, dict) and class_path().allows(p.get("_target_")) for p in v),
 )
-COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICE = Domain(
     "auto (the GPU when there is one), cpu, cuda or cuda:<n>",
     "cpu",
@@ -363,7 +362,6 @@ MODEL = {
     "model.ema_decay": number(0, 1, 0.999, null="off"),
     "model.ema_start_step": whole(0, example=500),
     "model.channels_last": FLAG,
-    "model.compile": one_of(*COMPILE_MODES, example="reduce-overhead"),
     "model.fused_adam": FLAG,
 }
 TRAINER = {
@@ -389,6 +387,7 @@ CALLBACKS = {
         f"callbacks.{name}._target_": class_path()
         for name in (
             "finite_losses",
+            "cuda_graph",
             "sample_grid",
             "seed_files",
             "quality",
@@ -402,6 +401,8 @@ CALLBACKS = {
             "progress_bar",
         )
     },
+    "callbacks.cuda_graph.enabled": FLAG,
+    "callbacks.cuda_graph.warmup_steps": whole(1, example=3),
     "callbacks.sample_grid.dirpath": FOLDER,
     "callbacks.sample_grid.every_n_steps": EVERY,
     "callbacks.sample_grid.every_n_epochs": EVERY,

@@ -48,8 +48,16 @@ def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):
 
 
 def dcgan(**settings):
-    """The model conf/model/dcgan.yaml makes, with `settings` changed: what a test does not set is the project's."""
+    """The model conf/model/cluster_dcgan.yaml (the default) makes, with `settings` changed: what a test does not set
+    is the project's."""
     return instantiate(compose_config().model, **settings)
+
+
+def data_module(root: str, batch_size: int = 32, seed: int = 0, clusters: int | None = None, num_classes=None):
+    """The data module conf/data/mnist.yaml makes, on `root`, with each digit's cluster of `clusters` [within each of
+    `num_classes` digits] or, without clusters, its label."""
+    data = compose_config(f"data.root={root}", f"data.batch_size={batch_size}", f"seed={seed}").data
+    return instantiate(data, clusters=clusters, num_classes=num_classes)
 
 
 def run_train(*overrides: str, env: dict | None = None, check: bool = True, timeout: int = 600):

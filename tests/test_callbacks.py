@@ -77,16 +77,17 @@ def test_files_have_the_reference_names(seed_files):
 def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(seed_files):
     gan = load_gan(seed_files / "checkpoints" / "last.ckpt")  # saved at the end of epoch 2, like the files
     hp = gan.hparams
-    generator = Generator(hp.latent_dim, hp.g_width, hp.num_classes, hp.clusters)
+    generator = Generator(hp.latent_dim, hp.g_width, hp.clusters)
     generator.load_state_dict(torch.load(seed_files / "seed_files" / "generator_epoch_2.pth", weights_only=True))
-    discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.num_classes or hp.clusters)
+    discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.clusters)
     discriminator.load_state_dict(
         torch.load(seed_files / "seed_files" / "discriminator_epoch_2.pth", weights_only=True)
     )
     z = torch.randn(4, hp.latent_dim)
+    clusters = gan.cluster_prior(z) if gan.cluster_prior is not None else None  # the files hold G; the rule is its own
     with torch.no_grad():
-        torch.testing.assert_close(generator.eval()(z), gan.generate(z))  # the average, which has started
-        assert (gan.generator.eval()(z) - gan.generate(z)).abs().max() > 1e-2  # and is not G's own weights
+        torch.testing.assert_close(generator.eval()(z, clusters), gan.generate(z))  # the average, which has started
+        assert (gan.generator.eval()(z, clusters) - gan.generate(z)).abs().max() > 1e-2  # not G's own weights
     torch.testing.assert_close(discriminator.state_dict(), gan.discriminator.state_dict())
     first = torch.load(seed_files / "seed_files" / "generator_epoch_1.pth", weights_only=True)
     assert any(not torch.equal(first[key], value) for key, value in generator.state_dict().items())

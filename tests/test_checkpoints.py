@@ -153,11 +153,25 @@ def test_smoke_run_checkpoints_hold_both_networks_and_their_optimizers(smoke_run
     assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
     assert any(k.startswith("generator.") for k in last["state_dict"])
     assert any(k.startswith("discriminator.") for k in last["state_dict"])
-    assert len(last["optimizer_states"]) == 2 and last["dcgan_format"] == 2
+    assert len(last["optimizer_states"]) == 2 and last["dcgan_format"] == 3
+
+
+def format_2(checkpoint: dict) -> dict:
+    """`checkpoint` as the project wrote it up to commit fb79f5b (format 2): G held its clusters' cuts (one row
+    without digits), and so did the average of G; the torch.compile switch was a hyperparameter."""
+    state = checkpoint["state_dict"]
+    cuts = state.pop("cluster_prior.cuts")
+    state["generator.cluster_cuts"] = cuts if checkpoint["hyper_parameters"]["num_classes"] else cuts.view(-1)
+    if any(key.startswith("generator_ema.") for key in state):
+        state["generator_ema.module.cluster_cuts"] = state["generator.cluster_cuts"].clone()
+    checkpoint["hyper_parameters"]["compile"] = False
+    checkpoint["dcgan_format"] = 2
+    return checkpoint
 
 
 def format_1(checkpoint: dict, **switches) -> dict:
     """`checkpoint` as the project wrote it up to commit c218713 (format 1), with `switches` set."""
+    checkpoint = format_2(checkpoint)
     hparams = checkpoint["hyper_parameters"]
     hparams |= {"lr_g": None, "lr_d": None, "num_fixed_samples": 64, "fixed_noise_seed": 1234, "info_weight": 1.0}
     hparams |= {"sample_bn": "running", "d_minibatch_std": False, "d_pack": 1, "info_codes": None} | switches
@@ -171,19 +185,29 @@ def format_1(checkpoint: dict, **switches) -> dict:
     return checkpoint
 
 
-def test_a_format_1_checkpoint_is_upgraded_and_draws_what_it_drew(tiny_run, tmp_path):
-    current = tiny_run / "checkpoints" / "last.ckpt"
-    old = tmp_path / "old.ckpt"
-    torch.save(format_1(load_checkpoint(current)), old)
-    upgraded = read_checkpoint(old)
-    assert upgraded["dcgan_format"] == 2
-    assert (
-        upgraded["hyper_parameters"] | {"channels_last": True, "compile": False, "fused_adam": True}
-        == (load_checkpoint(current)["hyper_parameters"])
-    )
-    z = torch.randn(6, 100)
-    then, now = (DCGAN.from_checkpoint(read_checkpoint(path)) for path in (old, current))
-    torch.testing.assert_close(then.generate(z), now.generate(z), rtol=0, atol=0)
+@pytest.mark.parametrize("written_as", [format_1, format_2])
+def test_an_older_checkpoint_is_upgraded_and_draws_what_it_drew(written_as, tiny_run, tiny_cgan_run, tmp_path):
+    for run in (tiny_run, tiny_cgan_run):
+        current = run / "checkpoints" / "last.ckpt"
+        old = tmp_path / "old.ckpt"
+        torch.save(written_as(load_checkpoint(current)), old)
+        upgraded = read_checkpoint(old)
+        assert upgraded["dcgan_format"] == 3
+        format_1_lacked = {"channels_last": True, "fused_adam": True} if written_as is format_1 else {}
+        assert upgraded["hyper_parameters"] | format_1_lacked == load_checkpoint(current)["hyper_parameters"]
+        z, digits = torch.randn(6, 100), torch.arange(6) if upgraded["hyper_parameters"]["num_classes"] else None
+        then, now = (DCGAN.from_checkpoint(read_checkpoint(path)) for path in (old, current))
+        torch.testing.assert_close(then.generate(z, digits), now.generate(z, digits), rtol=0, atol=0)
+
+
+def test_a_conditional_gan_on_the_labels_alone_is_refused_naming_the_commit_that_reads_it(tiny_cgan_run, tmp_path):
+    checkpoint = format_2(load_checkpoint(tiny_cgan_run / "checkpoints" / "last.ckpt"))
+    checkpoint["hyper_parameters"]["clusters"] = None  # format 2 could condition on the digits alone
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(tmp_path / "old.ckpt")
+    assert "model.num_classes=10 without model.clusters" in str(refused.value)
+    assert "git checkout fb79f5b" in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,9 @@ def group_options(group: str) -> list[str]:
 def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_config(f"{group}={option}", output_dir=str(tmp_path))
     assert isinstance(instantiate(cfg.model), DCGAN)
-    assert isinstance(instantiate(cfg.data), MNISTDataModule)
+    assert isinstance(
+        instantiate(cfg.data, clusters=cfg.model.clusters, num_classes=cfg.model.num_classes), MNISTDataModule
+    )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     assert any(isinstance(c, SampleGrid) for c in callbacks)
     assert any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)

@@ -12,13 +12,13 @@ from torchvision.datasets import MNIST
 from dcgan.data import (
     MNIST_FILES,
     EpochBatches,
-    MNISTDataModule,
     MNISTNotFoundError,
     deskewed,
     ensure_mnist,
     load_mnist_tensors,
     pixel_clusters,
 )
+from tests.helpers import data_module
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: nothing listens, connections are refused
 
@@ -30,7 +30,7 @@ def read_first_raw_image(root: str) -> np.ndarray:
 
 
 def test_in_memory_batches_are_torchvision_mnist_for_the_same_indices(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=128, seed=7)
+    dm = data_module(mnist_root, batch_size=128, seed=7)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 60_000 and len(dm.test_set) == 10_000
@@ -55,7 +55,7 @@ def test_in_memory_batches_are_torchvision_mnist_for_the_same_indices(mnist_root
 
 
 def test_each_epoch_is_a_new_permutation_of_every_digit(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=100, seed=0)
+    dm = data_module(mnist_root, batch_size=100, seed=0)
     dm.setup("fit")
     sampler = dm.train_dataloader().sampler
     first = torch.cat(list(sampler))
@@ -66,7 +66,7 @@ def test_each_epoch_is_a_new_permutation_of_every_digit(mnist_root):
 
 
 def test_ddp_ranks_train_on_disjoint_shards_of_the_same_permutation(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=64, seed=3)
+    dm = data_module(mnist_root, batch_size=64, seed=3)
     dm.setup("fit")
     shards = [torch.cat(list(EpochBatches(60_000, 3, rank, seed=3, batch_size=64, epoch=2))) for rank in range(3)]
     assert all(len(shard) == 20_000 // 64 * 64 for shard in shards)  # full batches only
@@ -78,7 +78,7 @@ def test_ddp_ranks_train_on_disjoint_shards_of_the_same_permutation(mnist_root):
 
 
 def test_test_split_is_available_for_evaluation(mnist_root):
-    dm = MNISTDataModule(mnist_root, batch_size=500, seed=0)
+    dm = data_module(mnist_root, batch_size=500, seed=0)
     dm.setup("test")
     images, labels = next(iter(dm.test_dataloader()))
     assert images.shape == (500, 28, 28) and images.dtype == torch.uint8
@@ -98,7 +98,7 @@ def test_missing_files_offline_fail_fast_with_a_clear_message(tmp_path, monkeypa
     monkeypatch.setattr(MNIST, "mirrors", [UNREACHABLE])
     start = time.monotonic()
     with pytest.raises(MNISTNotFoundError) as info:
-        MNISTDataModule(str(tmp_path / "empty"), batch_size=32, seed=0).prepare_data()
+        data_module(str(tmp_path / "empty")).prepare_data()
     assert time.monotonic() - start < 60
     message = str(info.value)
     assert str(tmp_path / "empty" / "MNIST" / "raw") in message

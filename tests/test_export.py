@@ -88,14 +88,14 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
     settings = json.loads((folder / "generator.json").read_text())
     assert settings["generator"] == {
         "latent_dim": 100,
-        "width": gan.hparams.g_width,
+        "g_width": gan.hparams.g_width,
         "num_classes": gan.hparams.num_classes,
         "clusters": gan.hparams.clusters,
     }
     if run_name == "averaged_run":  # the test can tell G from its average
         assert gan.generator_ema.n_averaged > 0
         with torch.no_grad():
-            own = gan.generator.eval()(inputs["z"])
+            own = gan.generator.eval()(inputs["z"], gan.cluster_prior(inputs["z"]))
         assert (own - gan.generate(inputs["z"])).abs().max() > 1e-2
 
 

@@ -1,0 +1,159 @@
+"""Training steps as CUDA graphs (dcgan/graphs.py): eager where they cannot work; and what the callback does around
+the capture, on the CPU with a stand-in for CUDA's capture; on a GPU (`pytest -m gpu`, make gpu-check), the real
+graphs against eager training."""
+
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.core.optimizer import LightningOptimizer
+
+from dcgan import graphs
+from dcgan.errors import UserFacingError
+from dcgan.training import train
+from tests.helpers import SMALL, compose_config, load_checkpoint
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+# 2 epochs of 6 steps of 16 images, fp32; instance noise until step 5, graphs from step 2 (after the resume: 8).
+RUN = (
+    *SMALL,
+    "trainer.limit_train_batches=6",
+    "trainer.precision=32-true",
+    "model.instance_noise_std=0.1",
+    "model.instance_noise_anneal_steps=5",
+    "model.ema_start_step=3",
+    "callbacks.cuda_graph.warmup_steps=2",
+)
+
+
+def trained(tmp_path, name: str, *overrides: str) -> dict:
+    train(compose_config(*RUN, *overrides, output_dir=str(tmp_path / name)))
+    return load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")
+
+
+def assert_same_training(graphed: dict, eager: dict, **tolerance) -> None:
+    assert graphed["global_step"] == eager["global_step"] == 2 * 12  # Lightning counted both updates of every step
+    for part in ("state_dict", "optimizer_states"):
+        flat_graphed, flat_eager = flatten(graphed[part]), flatten(eager[part])
+        assert flat_graphed.keys() == flat_eager.keys()
+        for key, value in flat_eager.items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(flat_graphed[key], value, msg=f"{part} {key}", **tolerance)
+            elif not key.endswith(".capturable."):  # Adam's option, on while a graph trains
+                assert flat_graphed[key] == value, f"{part} {key}"
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list | tuple):
+        return {k: v for i, value in enumerate(tree) for k, v in flatten(value, f"{prefix}{i}.").items()}
+    return {prefix: tree}
+
+
+def test_where_graphs_cannot_work_one_line_says_why_and_training_is_eager(mnist_root, tmp_path, caplog):
+    data = f"data.root={mnist_root}"
+    with caplog.at_level(logging.WARNING, logger="dcgan.graphs"):
+        asked = trained(tmp_path, "asked", data, "callbacks.cuda_graph.enabled=true")
+    assert caplog.messages == [
+        "CUDA graphs are off: they need a CUDA GPU, and this run trains on the cpu. Training is eager."
+    ]
+    assert_same_training(asked, trained(tmp_path, "eager", data), rtol=0, atol=0)
+
+
+def stand_in_capture(record):
+    """CUDA's capture, as far as a CPU can show it: nothing runs at the capture; each replay runs the update's Python
+    again on the graph's inputs, without Lightning counting its optimizer steps, as a graph's kernels never reach
+    LightningOptimizer.step."""
+    CAPTURES.append(record)
+
+    def uncounted(optimizer: LightningOptimizer, closure=None, **kwargs):
+        return optimizer._strategy.optimizer_step(optimizer._optimizer, closure or (lambda: None), **kwargs)
+
+    def replay() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(LightningOptimizer, "step", uncounted)
+            record()
+
+    return replay
+
+
+CAPTURES = []
+
+
+def test_the_replayed_update_trains_as_eager_steps_do_and_resumes(mnist_root, tmp_path, monkeypatch):
+    """Everything around the capture: graphs after the warm-up steps, a second one when the instance noise ends, the
+    batch and the noise's std copied into the graph's inputs, two optimizer steps counted per replay, the outputs
+    logged, checkpoints and a resume in the middle: bitwise what eager training does (fp32)."""
+    data = f"data.root={mnist_root}"
+    monkeypatch.setattr(graphs, "why_not", lambda trainer, module: None)
+    monkeypatch.setattr(graphs, "capture", stand_in_capture)
+    CAPTURES.clear()
+    graphed = trained(tmp_path, "graphed", data, "callbacks.cuda_graph.enabled=true")
+    assert len(CAPTURES) == 2  # with noise from step 2, without from step 5
+    resumed = trained(
+        tmp_path,
+        "resumed",
+        data,
+        "callbacks.cuda_graph.enabled=true",
+        f"ckpt_path={tmp_path / 'graphed' / 'checkpoints' / 'epoch_000.ckpt'}",
+    )
+    assert len(CAPTURES) == 3  # after the resume (step 6, no more noise): one
+    eager = trained(tmp_path, "eager", data)
+    assert_same_training(graphed, eager, rtol=0, atol=0)
+    assert_same_training(resumed, eager, rtol=0, atol=0)
+    assert graphed["callbacks"].keys() == eager["callbacks"].keys()
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision, tolerance", [("32-true", 1e-5), ("bf16-mixed", 2e-2)], ids=["fp32", "bf16"])
+def test_cuda_graph_training_matches_eager_training_on_the_gpu(precision, tolerance, mnist_root, tmp_path):
+    """Real captures and replays against eager steps on the GPU: the same losses, weights and Adam states, within the
+    precision's tolerance, over 12 steps; with a resume in the middle too."""
+    common = (f"data.root={mnist_root}", "trainer=gpu", f"trainer.precision={precision}")
+    eager = trained(tmp_path, "eager", *common)
+    graphed = trained(tmp_path, "graphed", *common, "callbacks.cuda_graph.enabled=true")
+    assert_same_training(graphed, eager, rtol=tolerance, atol=tolerance)
+    resumed = trained(
+        tmp_path,
+        "resumed",
+        *common,
+        "callbacks.cuda_graph.enabled=true",
+        f"ckpt_path={tmp_path / 'graphed' / 'checkpoints' / 'epoch_000.ckpt'}",
+    )
+    assert_same_training(resumed, eager, rtol=tolerance, atol=tolerance)
+
+
+class PoisonAt(pl.Callback):
+    """Turns D's first weight into NaN before training step `step` (1-based): inside a graph too, since the graph
+    reads the weights where they are."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.step + 1 == self.step:
+            with torch.no_grad():
+                next(pl_module.discriminator.parameters()).fill_(float("nan"))
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_the_nan_guard_stops_a_graphed_run_as_an_eager_one(mnist_root, tmp_path):
+    """The guard's check of each update is inside the graph: a run whose D turns NaN under graphs stops at the next
+    check, naming the loss, and keeps its last good checkpoint."""
+    with pytest.raises(UserFacingError) as info:
+        trained(
+            tmp_path,
+            "diverged",
+            f"data.root={mnist_root}",
+            "trainer=gpu",
+            "callbacks.cuda_graph.enabled=true",
+            "+callbacks.poison._target_=tests.test_graphs.PoisonAt",
+            "+callbacks.poison.step=8",
+        )
+    assert "NaN or Inf" in str(info.value)
+    saved = load_checkpoint(tmp_path / "diverged" / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 2 * 6 and all(torch.isfinite(t).all() for t in saved["state_dict"].values())

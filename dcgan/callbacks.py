@@ -118,12 +118,14 @@ class QualityMetrics(pl.Callback):
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
         self.quality = None  # built on first use: it loads (or trains) the classifier
+        self.scored_epoch: int | None = None  # the last epoch scored, counted from 1 (ProgressLog's epoch lines)
 
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
         due = epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs  # the run's end is always scored
         if not due or not trainer.is_global_zero:
             return
+        self.scored_epoch = epoch
         root = trainer.datamodule.root
         floor = {}
         if self.quality is None:
@@ -188,11 +190,10 @@ class ProgressLog(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
             return
-        line = (
-            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ended at step {pl_module.step}, "
-            f"{time.monotonic() - self.epoch_started:.0f} s"
-        )
-        log.info("%s%s", line, self.quality(trainer))
+        epoch = trainer.current_epoch + 1
+        line = f"epoch {epoch}/{trainer.max_epochs} ended at step {pl_module.step}, {time.monotonic() - self.epoch_started:.0f} s"
+        scored = any(isinstance(c, QualityMetrics) and c.scored_epoch == epoch for c in trainer.callbacks)
+        log.info("%s%s", line, self.quality(trainer) if scored else "")  # not an earlier epoch's figures
 
     def on_train_end(self, trainer, pl_module):
         if not trainer.is_global_zero:

@@ -3,17 +3,22 @@
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+# The python .venv is made from. When it already imports torch, torchvision and Lightning (a GPU machine's tuned
+# PyTorch), .venv shares them and installs only the rest (bench/install.py); otherwise the pinned torch.
+PYTHON3 ?= python3
+# pip's options for make setup: PIP_OPTIONS="--no-index --find-links wheels" installs without a registry.
+PIP_OPTIONS ?=
+# make wheels' folder: what make gpu-check installs from on a machine without a registry, and MNIST.
+WHEELS ?= wheels
 # MNIST: ../shared/data where a machine holds it (no internet needed), else data/ (downloaded on first use).
 MNIST_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw/train-images-idx3-ubyte),../shared/data,data)
 
-.PHONY: setup browser train test test-fast lint bench gpu-check clean
+.PHONY: setup browser train test test-fast lint bench gpu-check wheels clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
-	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install --upgrade --quiet pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON3) bench/install.py setup $(VENV) requirements.txt $(PIP_OPTIONS)
 	touch $@
 
 # The demo page's browser tests drive Debian's Chromium (Playwright cannot download its own browser here):
@@ -45,9 +50,14 @@ bench: setup
 	$(PYTHON) -m bench.throughput --data-root $(MNIST_ROOT) $(ARGS)
 
 # One prepared check of a GPU machine, install included (docs/benchmarks.md): ARGS="OUT_DIR", or
-# ARGS="--dry-run OUT_DIR" for every step on the CPU at toy sizes. It installs .venv itself, timed.
+# ARGS="--dry-run OUT_DIR" for every step on the CPU at toy sizes. It installs .venv itself, timed, from
+# wheels/ when that folder is there.
 gpu-check:
-	python3 bench/gpu_check.py $(ARGS)
+	$(PYTHON3) bench/gpu_check.py $(ARGS)
+
+# Run where pip reaches a registry, then carry wheels/ to a GPU machine that has none (docs/benchmarks.md).
+wheels: setup
+	$(PYTHON) bench/install.py wheels $(WHEELS) $(MNIST_ROOT)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -25,7 +25,7 @@ from dcgan.checkpoints import read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
 from dcgan.module import DCGAN
 from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
-from dcgan.validation import check
+from dcgan.schema import App
 
 # The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
 CSS = (
@@ -217,7 +217,7 @@ def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="app")
 def main(cfg: DictConfig) -> None:
-    check(cfg, "app")
+    cli.check(cfg, App)
     ckpt = Path(to_absolute_path(cfg.ckpt_path))
     run = Path(to_absolute_path(cfg.run_dir)) if cfg.run_dir else run_folder(ckpt)
 

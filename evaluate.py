@@ -15,11 +15,13 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig
 
 from dcgan import cli
+from dcgan.checkpoints import checkpoints_in
 from dcgan.data import ensure_mnist
+from dcgan.machine import resolve_device
 from dcgan.metrics import SampleQuality, format_runs, load_classifier, real_digits, runs_summary
 from dcgan.module import load_gan
 from dcgan.sampling import sample
-from dcgan.validation import check, checkpoints_in
+from dcgan.schema import Evaluate
 
 
 def checkpoint_paths(ckpt_path) -> list[Path]:
@@ -30,8 +32,8 @@ def checkpoint_paths(ckpt_path) -> list[Path]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    check(cfg, "evaluate")
-    device, data_root = cli.resolve_device(cfg.device), to_absolute_path(cfg.data.root)
+    cli.check(cfg, Evaluate)
+    device, data_root = resolve_device(cfg.device), to_absolute_path(cfg.data.root)
     ensure_mnist(data_root)
     classifier = load_classifier(cfg.classifier_path, data_root, device=str(device))
     quality = SampleQuality(classifier, data_root, copying=True)

@@ -18,12 +18,12 @@ from dcgan.export import default_output, export, file_size
 from dcgan.metrics import SampleQuality, load_classifier, real_digits
 from dcgan.module import DCGAN
 from dcgan.sampling import sample
-from dcgan.validation import check
+from dcgan.schema import Export
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    check(cfg, "export")
+    cli.check(cfg, Export)
     formats = list(dict.fromkeys(cfg.formats if isinstance(cfg.formats, ListConfig) else [cfg.formats]))
     ckpt_path, data_root = Path(to_absolute_path(cfg.ckpt_path)), to_absolute_path(cfg.data.root)
     if cfg.num_samples:

@@ -15,16 +15,17 @@ from omegaconf import DictConfig
 
 from dcgan import cli
 from dcgan.data import to_uint8
+from dcgan.machine import resolve_device
 from dcgan.module import load_gan
 from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walks
-from dcgan.validation import check
+from dcgan.schema import Generate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    check(cfg, "generate")
+    cli.check(cfg, Generate)
     output = Path(to_absolute_path(cfg.output))
-    gan = load_gan(to_absolute_path(cfg.ckpt_path), map_location=cli.resolve_device(cfg.device))
+    gan = load_gan(to_absolute_path(cfg.ckpt_path), map_location=resolve_device(cfg.device))
     if cfg.mode == "sample":
         images, labels = sample(gan, cfg.num_samples, cfg.seed, requested_labels(gan, cfg.digits, cfg.num_samples))
         columns = cfg.nrow or grid_columns(gan)

@@ -17,13 +17,13 @@ from omegaconf import DictConfig
 from dcgan import cli
 from dcgan.distributed import ddp_job_scope, ddp_rank_argv, remember_job_argv
 from dcgan.resume import TrainingStopped
+from dcgan.schema import Train
 from dcgan.training import train
-from dcgan.validation import check
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    check(cfg, "train")  # every value, before anything is built or written
+    cli.check(cfg, Train)  # every value, before anything is built or written
     # Hydra may change the working directory (hydra.job.chdir); paths given by the user
     # are relative to where they launched the command.
     cfg.data.root = to_absolute_path(cfg.data.root)

@@ -144,6 +144,11 @@ def saved_at(checkpoint: dict, path: str | Path) -> dict:
     return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": started or checkpoint["epoch"] + 1}
 
 
+def checkpoints_in(folder: str | Path) -> list[Path]:
+    """The last.ckpt of every run in `folder`: a run's folder, a sweep's, or a whole output_root."""
+    return sorted(Path(folder).rglob("checkpoints/last.ckpt"), key=str)
+
+
 def run_folder(path: str | Path) -> Path:
     """The run folder a checkpoint belongs to: the folder holding checkpoints/, else the checkpoint's own folder."""
     path = Path(path)

@@ -3,27 +3,29 @@
 `run(main)` calls an entry point's Hydra main. Every failure a user can act on, a UserFacingError or a config
 that Hydra or OmegaConf cannot compose (an unknown key or option, an override it cannot parse, a value that
 refers to nothing), ends as one paragraph on stderr, `Error: ...`, and a non-zero exit, with no traceback; any
-other exception is a bug and keeps its traceback. Each entry point checks its config against its declared
-domains first (dcgan/validation.py), so a wrong value is refused before anything is built or written.
+other exception is a bug and keeps its traceback. Each entry point checks its config against its schema first
+(dcgan/schema.py, dcgan/validation.py), so a wrong value is refused before anything is built or written.
 """
 
 import argparse
 import difflib
-import logging
 import os
 import re
 import sys
-import warnings
 from collections.abc import Callable
 
-import torch
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pytorch_lightning.utilities import rank_zero_only
 
 from dcgan.errors import UserFacingError
+from dcgan.schema import Example, HydraSettings
+from dcgan.validation import RULES, BadInput, shown, writing_problem
 
 
 class Abort(BaseException):
@@ -50,6 +52,110 @@ def run(main: Callable[[], object]) -> None:
         if getattr(err, "raised_by_a_job", False):
             raise  # the config was checked before the job ran: an OmegaConf error there is a bug of the code
         fail(config_error_message(err, os.path.basename(sys.argv[0])), 1)
+
+
+def check(cfg: DictConfig, schema: type[BaseModel]) -> BaseModel:
+    """`cfg` as `schema` validates it (then its rules, RULES), or BadInput for the first problem."""
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        key = err.full_key
+        raise BadInput(f"{key} is required: give it, e.g. {key}={example(schema, key)}.") from None
+    except OmegaConfBaseException as err:
+        raw, reason = at(OmegaConf.to_container(cfg), err.full_key), first_line(err)
+        raise BadInput(
+            f"{err.full_key}={raw} cannot be read: {reason}. A ${{...}} value must name another key of the config "
+            "(e.g. ${output_dir}) or a resolver (e.g. ${oc.env:HOME})."
+        ) from None
+    return check_values(values, schema)
+
+
+def check_values(values: dict, schema: type[BaseModel]) -> BaseModel:
+    """`values`, a resolved config as plain Python, as `schema` validates it (then its RULES), or BadInput."""
+    try:
+        validated = schema.model_validate(values)
+    except ValidationError as err:
+        raise BadInput(paragraph(err.errors()[0], values, schema)) from None
+    for rule in RULES.get(schema.__name__, ()):
+        rule(validated)
+    return validated
+
+
+def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
+    parts = [str(p) for p in error["loc"]]
+    while parts and at(values, ".".join(parts), missing=KeyError) is KeyError:  # pydantic's own parts of a loc
+        parts.pop()
+    key = ".".join(parts)
+    reason = re.sub(r"^\w+ should ", "it must ", re.sub(r"^Value error, ", "", error["msg"]))
+    if "{key}" in reason:  # a probe's whole paragraph: what is wrong there and the fix
+        return f"{key}={shown(at(values, key))} cannot be used: {reason.replace('{key}', key)}."
+    reason = reason if reason.startswith("it must") else f"it must be {reason}"
+    why = field(schema, key).description
+    return f"{key}={shown(at(values, key))} cannot work: {reason}{f' ({why})' if why else ''}. Use e.g. {key}={example(schema, key)}."
+
+
+def at(tree: dict, key: str, missing=None):
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return missing
+        tree = tree[part]
+    return tree
+
+
+def field(schema: type[BaseModel], key: str) -> FieldInfo:
+    """The schema's declaration of `key`."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        schema = next(a for a in annotations(schema.model_fields[part].annotation) if isinstance(a, type))
+    return next(f for name, f in schema.model_fields.items() if leaf in (name, f.alias))
+
+
+def example(schema: type[BaseModel], key: str, bad: bool = False) -> str:
+    """The example the schema gives `key` (a value out of its domain with `bad`): the field's own, else its kind's."""
+    declared = field(schema, key)
+    if declared.examples and not bad:
+        return shown(declared.examples[0])
+    kind = next(m for m in annotations(declared.annotation, declared.metadata) if isinstance(m, Example))
+    return kind.bad if bad else kind.good
+
+
+def annotations(annotation, metadata=()) -> list:
+    """The metadata and the types inside an annotation, Annotated and unions unfolded."""
+    found = [*metadata, annotation]
+    for inner in [*getattr(annotation, "__metadata__", ()), *getattr(annotation, "__args__", ())]:
+        found += annotations(inner)
+    return found
+
+
+class CheckHydraSettings(Callback):
+    """A Hydra callback of every entry point: before Hydra makes the run's (or sweep's) folder, refuse one that
+    cannot be written, and before a sweep launches, launcher and sweeper settings out of their domains
+    (dcgan.schema.HydraSettings), each in one paragraph; either would otherwise end in a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self.check(config, "sweep")
+        try:
+            plugins = {
+                name: OmegaConf.to_container(config.hydra[name], resolve=True) for name in ("launcher", "sweeper")
+            }
+            check_values({"hydra": plugins}, HydraSettings)
+        except (UserFacingError, OmegaConfBaseException) as err:
+            raise Abort(err) from None  # past Hydra, which only warns when a callback raises an Exception
+
+    @staticmethod
+    def check(config: DictConfig, kind: str) -> None:
+        try:
+            folder = config.hydra[kind].dir  # reading it resolves ${output_root}, which may refer to nothing
+            if problem := writing_problem(folder):
+                raise BadInput(
+                    f"The {kind} folder {folder} cannot be made: {problem}. Point output_root at a folder you can "
+                    f"write, e.g. `python {os.path.basename(sys.argv[0])} output_root=$HOME/dcgan-outputs`."
+                )
+        except (UserFacingError, OmegaConfBaseException) as err:
+            raise Abort(err) from None
 
 
 class EndRunOnUserError(Callback):
@@ -141,38 +247,3 @@ def keys_beside(error: Exception) -> list[str]:
 
 def first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`device=auto` -> the GPU when there is one, else the CPU; any other name as torch reads it ("cpu", "cuda:1")."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class DropLightningTip(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
-
-
-# One instance: Logger.addFilter skips a filter it already has, so train() may run many times in one process.
-DROP_LIGHTNING_TIP = DropLightningTip()
-
-# Warnings a user can do nothing about, each matched by its own message (a regular expression, as
-# warnings.filterwarnings takes it); tests/conftest.py gives pytest the same list.
-UNACTIONABLE_WARNINGS = (
-    # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
-    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    # The summary counts parameter bytes at 32 bits for bf16-mixed and 16-mixed, which is right: the weights stay fp32.
-    "Precision (bf)?16-mixed is not supported by the model summary",
-    # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
-    "You're resuming from a checkpoint that ended before the epoch ended",
-)
-
-
-def quiet_lightning() -> None:
-    """Keep the console to the run: Lightning's advertising tip, and the warnings a user can do nothing about
-    (other warnings still show). Calling it again adds nothing."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DROP_LIGHTNING_TIP)
-    for message in UNACTIONABLE_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)  # an equal filter replaces the one before it

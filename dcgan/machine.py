@@ -1,4 +1,5 @@
-"""What the machine a run is on asks of it: the precision it computes in, and how it keeps freed memory.
+"""What the machine a run is on asks of it: the precision it computes in, the device it draws on, and how it keeps
+freed memory.
 
 `trainer.precision=auto` picks bf16 autocast where the hardware makes it fast, fp32 elsewhere.
 bf16 autocast pays on CPUs with AVX-512 BF16 (or AMX) instructions and on GPUs
@@ -42,6 +43,13 @@ def pick_precision(trainer_cfg: DictConfig) -> None:
     elif str(trainer_cfg.precision).startswith("bf16") and gpu and not torch.cuda.is_bf16_supported():
         log.warning("This GPU has no bf16 support: using precision=16-mixed instead of %s", trainer_cfg.precision)
         trainer_cfg.precision = "16-mixed"
+
+
+def resolve_device(name: str) -> torch.device:
+    """`device=auto` -> the GPU when there is one, else the CPU; any other name as torch reads it ("cpu", "cuda:1")."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def keep_freed_memory() -> None:

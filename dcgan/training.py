@@ -1,13 +1,13 @@
 """One training run from a composed config: what train.py, the tests and the benchmarks call."""
 
 import logging
+import warnings
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from dcgan import cli
 from dcgan.data import ensure_mnist
 from dcgan.machine import keep_freed_memory, pick_precision
 from dcgan.reports import log_hparams
@@ -16,11 +16,39 @@ from dcgan.sweeps import objective, write_final_metrics
 log = logging.getLogger(__name__)
 
 
+class DropLightningTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+# One instance: Logger.addFilter skips a filter it already has, so train() may run many times in one process.
+DROP_LIGHTNING_TIP = DropLightningTip()
+
+# Warnings a user can do nothing about, each matched by its own message (a regular expression, as
+# warnings.filterwarnings takes it); tests/conftest.py gives pytest the same list.
+UNACTIONABLE_WARNINGS = (
+    # Lightning's own code calls its deprecated pytree API (a FutureWarning from inside the package).
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # The summary counts parameter bytes at 32 bits for bf16-mixed and 16-mixed, which is right: the weights stay fp32.
+    "Precision (bf)?16-mixed is not supported by the model summary",
+    # A mid-epoch resume is exact here: the data module records its position and EpochBatches resumes from it.
+    "You're resuming from a checkpoint that ended before the epoch ended",
+)
+
+
+def quiet_lightning() -> None:
+    """Keep the console to the run: Lightning's advertising tip, and the warnings a user can do nothing about
+    (other warnings still show). Calling it again adds nothing."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(DROP_LIGHTNING_TIP)
+    for message in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)  # an equal filter replaces the one before it
+
+
 def train(cfg: DictConfig) -> float:
     """Train as `cfg` (checked, its paths absolute) says; return the objective, or raise a UserFacingError:
     MNIST that cannot be downloaded, a diverged run or a stop by signal."""
     keep_freed_memory()
-    cli.quiet_lightning()
+    quiet_lightning()
     ensure_mnist(cfg.data.root)  # downloaded now if it must be, or a clear error before anything is built
     pick_precision(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True)

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from dcgan.cli import UNACTIONABLE_WARNINGS
 from dcgan.data import ensure_mnist
 from dcgan.metrics import load_classifier
+from dcgan.training import UNACTIONABLE_WARNINGS
 from tests.helpers import TINY, compose_config, only_child, run_train
 
 REPO = Path(__file__).resolve().parents[1]

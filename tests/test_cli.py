@@ -7,7 +7,8 @@ import warnings
 import pytest
 from hydra import compose, initialize_config_dir
 
-from dcgan.cli import DropLightningTip, config_error_message, quiet_lightning
+from dcgan.cli import config_error_message
+from dcgan.training import DropLightningTip, quiet_lightning
 from tests.helpers import CONF
 
 

@@ -1,0 +1,388 @@
+"""What every key of every entry point's config may be: its type, its range or its choices, declared once.
+
+conf/ holds the values, this file what they may be: each entry point checks its composed config against its
+schema (Train, Generate, Evaluate, Export, App) before anything is built or written (dcgan/validation.py), and a
+value out of its domain ends as one paragraph that names the key, what it must be and an example. The kinds of
+value (Count, Seed, Folder...) carry that example, and a value out of their domain that tests/test_validation.py
+tries. A key that is not here is refused by Hydra itself, with a "did you mean"; keys a user adds with `+` to the
+Trainer, the logger or the callbacks are theirs (the sections that allow them say so).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from hydra.utils import get_class
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+
+from dcgan import validation as probe
+from dcgan.data import MNIST_LAYOUT
+from dcgan.metrics import MIN_SAMPLES
+
+TRAINING_DIGITS = MNIST_LAYOUT["train-images-idx3-ubyte"][2]
+
+
+@dataclass(frozen=True)
+class Example:
+    """In a schema's annotation: a value of that kind, and one out of its domain, as the command line writes them."""
+
+    good: str
+    bad: str
+
+
+def rule(check, message: str):
+    """A validator that refuses a value for which `check` is false, saying `message` ("it must be ...")."""
+
+    def validate(value):
+        if not check(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(validate)
+
+
+Count = Annotated[int, Strict(), Field(ge=1), Example("8", "0")]
+Steps = Annotated[int, Strict(), Field(ge=0), Example("2000", "-1")]
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1), Example("42", "-1")]
+Flag = Annotated[bool, Strict(), Field(description="true or false"), Example("true", "maybe")]
+Fraction = Annotated[float, Field(ge=0, lt=1), Example("0.3", "1.5")]
+Positive = Annotated[float, Field(gt=0), Example("2e-4", "0")]
+NonNegative = Annotated[float, Field(ge=0), Example("0.1", "-1")]
+Text = Annotated[str, Field(min_length=1), Example("name", "''")]
+Samples = Annotated[
+    int,
+    Strict(),
+    Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS, description="the metric scores as many real training digits too"),
+    Example("5000", "60001"),
+]
+ClassPath = Annotated[
+    str,
+    rule(lambda v: callable(probe.attempt(get_class, v)), "it must be the import path of a class"),
+    Example("dcgan.module.DCGAN", "nowhere.Nothing"),
+]
+Smoothing = Annotated[
+    tuple[float, float],
+    rule(lambda v: 0 <= v[0] <= v[1] <= 1, "it must be null (off) or [low, high] with 0 <= low <= high <= 1"),
+    Example("[0.8,1.0]", "[1.0,0.8]"),
+]
+Betas = Annotated[tuple[Fraction, Fraction], Example("[0.5,0.999]", "[0.5,1.5]")]
+Port = Annotated[int, Strict(), Field(ge=1, le=65535), Example("7860", "0")]
+# The file system's answers: dcgan/validation.py tries each path.
+Folder = Annotated[str, AfterValidator(probe.writable_folder), Example("$HOME/dcgan-outputs", "/proc/dcgan")]
+Checkpoint = Annotated[
+    str, AfterValidator(probe.readable_checkpoint), Example("outputs/runs/<run>/checkpoints/last.ckpt", "/nowhere.ckpt")
+]
+Classifier = Annotated[
+    str, AfterValidator(probe.classifier_file), Example("~/.cache/dcgan-mnist/mnist_classifier.pt", "/proc/c.pt")
+]
+MnistRoot = Annotated[str, AfterValidator(probe.mnist_root), Example("../shared/data", "/proc/mnist")]
+Device = Annotated[str, AfterValidator(probe.available_device), Example("cpu", "gpu0")]
+
+
+def output_file(*suffixes: str):
+    return Annotated[
+        str,
+        rule(lambda v: v.endswith(suffixes), f"it must end in {' or '.join(suffixes)}"),
+        AfterValidator(probe.writable_file),
+        Example(f"out{suffixes[0]}", f"/proc/x{suffixes[0]}"),
+    ]
+
+
+class Section(BaseModel):
+    """A part of a config: every key declared, none extra."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Built(Section):
+    """A part that Hydra instantiates: its class, and its arguments."""
+
+    target: ClassPath = Field(alias="_target_")
+
+
+class Instance(Built):
+    """A part with any arguments (a Lightning plugin, a DDP strategy, a user's own callback)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Model(Built):
+    latent_dim: Annotated[Count, Field(examples=[100])]
+    g_width: Annotated[Count, Field(examples=[64])]
+    d_width: Annotated[Count, Field(examples=[64])]
+    d_dropout: Fraction
+    lr: Positive
+    betas: Betas
+    label_smoothing: Smoothing | None
+    instance_noise_std: NonNegative
+    instance_noise_anneal_steps: Steps
+    clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS), Example("200", "1")] | None
+    num_classes: Annotated[Literal[10], Example("10", "7")] | None
+    ema_decay: Fraction | None
+    ema_start_step: Steps
+    channels_last: Flag
+    fused_adam: Flag
+
+
+class Data(Built):
+    root: MnistRoot
+    batch_size: Annotated[Count, Field(le=TRAINING_DIGITS, examples=[128])]
+    seed: Seed
+    cache_dir: Folder
+
+
+class Trainer(Built):
+    """Lightning's Trainer: the arguments conf/trainer/ sets; any other one a user adds (+trainer.profiler=simple)
+    is Lightning's to check."""
+
+    model_config = ConfigDict(extra="allow")
+    accelerator: Annotated[str, AfterValidator(probe.available_accelerator), Example("auto", "nonsense")]
+    devices: Annotated[
+        object,
+        rule(lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number of devices >= 1, or "auto"'),
+        Example("2", "0"),
+    ]
+    num_nodes: Count
+    precision: Annotated[
+        Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] | None,
+        Example("bf16-mixed", "nonsense"),
+    ]
+    max_epochs: Count
+    max_time: Annotated[
+        object,
+        rule(
+            lambda v: v is None or re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(v)),
+            'it must be null (no limit) or "DD:HH:MM:SS"',
+        ),
+        Example("00:00:30:00", "30min"),
+    ]
+    max_steps: Annotated[
+        object,
+        rule(
+            lambda v: v == -1 or whole(v) and v >= 2 and v % 2 == 0,
+            "it must be -1 (no limit) or an even number >= 2 (Lightning counts 2 optimizer steps per training step)",
+        ),
+        Example("2000", "3"),
+    ]
+    limit_train_batches: Annotated[
+        object,
+        rule(
+            lambda v: v is None or whole(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1,
+            "it must be null (every batch), a fraction of each epoch's batches above 0 and up to 1, or a whole "
+            "number of batches >= 1",
+        ),
+        Example("0.1", "0"),
+    ]
+    log_every_n_steps: Count
+    default_root_dir: Folder
+    deterministic: Flag
+    enable_model_summary: Flag
+    plugins: Annotated[
+        list[Instance],
+        Field(description="a list of Lightning plugins, each {_target_: <class>}"),
+        Example("[{_target_:dcgan.checkpoints.AtomicCheckpointIO}]", "[5]"),
+    ]
+    strategy: Instance | None = None  # trainer=ddp
+    sync_batchnorm: Flag = False  # trainer=ddp
+
+
+class Callbacks(Section):
+    """Every callback conf/callbacks/default.yaml sets (null drops one); a user's own (+callbacks.mine._target_=...)
+    may take any arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Instance | None]
+
+    class CudaGraph(Built):
+        enabled: Flag
+        warmup_steps: Count
+
+    class SampleGrid(Built):
+        dirpath: Folder
+        every_n_steps: Count | None
+        every_n_epochs: Count | None
+        rows: Count
+        seed: Seed
+
+    class SeedFiles(Built):
+        dirpath: Folder
+        enabled: Flag
+        weights_every_n_epochs: Count | None
+        image_every_n_epochs: Count | None
+        rows: Count
+        seed: Seed
+
+    class Quality(Built):
+        classifier_path: Classifier
+        num_samples: Samples
+        every_n_epochs: Count
+
+    class RunFolder(Built):
+        run_dir: Folder
+
+    class Checkpoint(Built):
+        dirpath: Folder
+        filename: Text
+        auto_insert_metric_name: Flag
+        every_n_epochs: Count
+        save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")]
+        save_last: Flag
+
+    class RandomState(Built):
+        seed: Seed
+
+    class Collapse(Built):
+        d_fake_below: Fraction
+        loss_g_above: NonNegative
+        patience: Count
+
+    class Summary(Built):
+        max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")]
+
+    finite_losses: Built | None
+    cuda_graph: CudaGraph | None
+    sample_grid: SampleGrid | None
+    seed_files: SeedFiles | None
+    quality: Quality | None
+    report: RunFolder | None
+    progress_log: RunFolder | None
+    checkpoint: Checkpoint | None
+    random_state: RandomState | None
+    stop_on_signal: Built | None
+    collapse_warning: Collapse | None
+    model_summary: Summary | None
+    progress_bar: Built | None
+
+
+class Logger(Built):
+    model_config = ConfigDict(extra="allow")
+    save_dir: Folder
+    name: Text
+    version: Annotated[str | int, Example("v1", "[1,2]")]
+    default_hp_metric: Flag
+
+
+class FixedNoise(Section):
+    rows: Count
+    seed: Seed
+
+
+class Train(Section):
+    seed: Seed
+    ckpt_path: Checkpoint | None
+    output_root: Folder
+    output_dir: Folder
+    classifier_path: Classifier
+    fixed_noise: FixedNoise
+    model: Model
+    data: Data
+    trainer: Trainer
+    callbacks: Callbacks
+    logger: Logger
+
+
+class Generate(Section):
+    ckpt_path: Checkpoint
+    mode: Annotated[Literal["sample", "interpolate"], Example("interpolate", "nonsense")]
+    num_samples: Count
+    output: output_file(".png", ".npz")
+    seed: Seed
+    nrow: Count | None
+    digits: (
+        Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")] | None
+    )
+    walks: Count
+    steps: Annotated[int, Strict(), Field(ge=2), Example("10", "1")]
+    device: Device
+
+
+class Evaluate(Section):
+    ckpt_path: (
+        Annotated[
+            str | list[str], AfterValidator(probe.checkpoints_or_runs), Example("[a.ckpt,b.ckpt]", "/nowhere.ckpt")
+        ]
+        | None
+    )
+    real: Flag
+    num_samples: Samples
+    seed: Seed
+    classifier_path: Classifier
+    output: output_file(".json") | None
+    device: Device
+    data: Data  # evaluate.py reads data.root
+
+
+Format = Literal["safetensors", "torchscript", "onnx"]
+
+
+class Export(Section):
+    ckpt_path: Checkpoint
+    formats: Annotated[list[Format] | Format, Field(min_length=1), Example("[safetensors,onnx]", "[onnx,tflite]")]
+    output_dir: Folder | None
+    num_samples: Annotated[
+        int,
+        Strict(),
+        rule(
+            lambda v: v == 0 or MIN_SAMPLES <= v <= TRAINING_DIGITS,
+            f"it must be 0 (no metric) or a number of digits to score from {MIN_SAMPLES} to {TRAINING_DIGITS}",
+        ),
+        Example("10000", "1"),
+    ]
+    seed: Seed
+    classifier_path: Classifier
+    data: Data
+
+
+class App(Section):
+    ckpt_path: Checkpoint
+    run_dir: Annotated[str, AfterValidator(probe.run_folder), Example("outputs/runs/<run>", "/nowhere")] | None
+    host: Text
+    port: Port
+
+
+class Launcher(Section):
+    """Hydra's launcher plugins (basic, joblib, submitit): the amounts a user sets; the rest the plugin checks."""
+
+    model_config = ConfigDict(extra="allow")
+    n_jobs: (
+        Annotated[
+            int,
+            Strict(),
+            rule(lambda v: v == -1 or v >= 1, "it must be -1 (a job per core) or >= 1"),
+            Example("4", "0"),
+        ]
+        | None
+    ) = None
+    timeout: Annotated[float, Field(gt=0), Example("600", "0")] | None = None
+    timeout_min: Count | None = None
+    nodes: Count | None = None
+    tasks_per_node: Count | None = None
+    gpus_per_node: Steps | None = None
+    cpus_per_task: Count | None = None
+    mem_gb: Count | None = None
+    array_parallelism: Count | None = None
+
+
+class Sweeper(Section):
+    """Hydra's sweeper plugins (basic, Optuna): the amounts a user sets; the rest the plugin checks."""
+
+    model_config = ConfigDict(extra="allow")
+    n_trials: Count | None = None
+    n_jobs: Count | None = None
+    max_failure_rate: Annotated[float, Field(ge=0, le=1), Example("0.5", "2")] | None = None
+    max_batch_size: Count | None = None
+    direction: Annotated[Literal["minimize", "maximize"], Example("minimize", "down")] | None = None
+
+
+class HydraSettings(Section):
+    model_config = ConfigDict(extra="allow")
+
+    class Plugins(Section):
+        launcher: Launcher
+        sweeper: Sweeper
+
+    hydra: Plugins

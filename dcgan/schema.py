@@ -41,6 +41,15 @@ def rule(check, message: str):
     return AfterValidator(validate)
 
 
+def checked(check, message: str, good: str, bad: str, base=object):
+    """A kind of value that `check` decides (any value of `base`), refused with `message` ("it must be ...")."""
+    return Annotated[base, rule(check, message), Example(good, bad)]
+
+
+def whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 Count = Annotated[int, Strict(), Field(ge=1), Example("8", "0")]
 Steps = Annotated[int, Strict(), Field(ge=0), Example("2000", "-1")]
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1), Example("42", "-1")]
@@ -49,22 +58,16 @@ Fraction = Annotated[float, Field(ge=0, lt=1), Example("0.3", "1.5")]
 Positive = Annotated[float, Field(gt=0), Example("2e-4", "0")]
 NonNegative = Annotated[float, Field(ge=0), Example("0.1", "-1")]
 Text = Annotated[str, Field(min_length=1), Example("name", "''")]
-Samples = Annotated[
-    int,
-    Strict(),
-    Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS, description="the metric scores as many real training digits too"),
-    Example("5000", "60001"),
-]
-ClassPath = Annotated[
-    str,
-    rule(lambda v: callable(probe.attempt(get_class, v)), "it must be the import path of a class"),
-    Example("dcgan.module.DCGAN", "nowhere.Nothing"),
-]
-Smoothing = Annotated[
-    tuple[float, float],
-    rule(lambda v: 0 <= v[0] <= v[1] <= 1, "it must be null (off) or [low, high] with 0 <= low <= high <= 1"),
-    Example("[0.8,1.0]", "[1.0,0.8]"),
-]
+Samples = Annotated[int, Strict(), Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS), Example("5000", "60001")]
+Samples = Annotated[Samples, Field(description="the metric scores as many real training digits too")]
+ClassPath = checked(
+    lambda v: callable(probe.attempt(get_class, v)), "it must be the import path of a class", "dcgan.module.DCGAN",
+    "nowhere.Nothing", str
+)  # fmt: skip
+Smoothing = checked(
+    lambda v: 0 <= v[0] <= v[1] <= 1, "it must be null (off) or [low, high] with 0 <= low <= high <= 1", "[0.8,1.0]",
+    "[1.0,0.8]", tuple[float, float]
+)  # fmt: skip
 Betas = Annotated[tuple[Fraction, Fraction], Example("[0.5,0.999]", "[0.5,1.5]")]
 Port = Annotated[int, Strict(), Field(ge=1, le=65535), Example("7860", "0")]
 # The file system's answers: dcgan/validation.py tries each path.
@@ -77,14 +80,14 @@ Classifier = Annotated[
 ]
 MnistRoot = Annotated[str, AfterValidator(probe.mnist_root), Example("../shared/data", "/proc/mnist")]
 Device = Annotated[str, AfterValidator(probe.available_device), Example("cpu", "gpu0")]
+Runs = Annotated[str | list[str], AfterValidator(probe.checkpoints_or_runs), Example("[a.ckpt]", "/nowhere.ckpt")]
+Digits = Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")]
 
 
 def output_file(*suffixes: str):
+    ends = rule(lambda v: v.endswith(suffixes), f"it must end in {' or '.join(suffixes)}")
     return Annotated[
-        str,
-        rule(lambda v: v.endswith(suffixes), f"it must end in {' or '.join(suffixes)}"),
-        AfterValidator(probe.writable_file),
-        Example(f"out{suffixes[0]}", f"/proc/x{suffixes[0]}"),
+        str, ends, AfterValidator(probe.writable_file), Example(f"o{suffixes[0]}", f"/proc/x{suffixes[0]}")
     ]
 
 
@@ -104,10 +107,6 @@ class Instance(Built):
     """A part with any arguments (a Lightning plugin, a DDP strategy, a user's own callback)."""
 
     model_config = ConfigDict(extra="allow")
-
-
-def whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Model(Built):
@@ -141,49 +140,34 @@ class Trainer(Built):
 
     model_config = ConfigDict(extra="allow")
     accelerator: Annotated[str, AfterValidator(probe.available_accelerator), Example("auto", "nonsense")]
-    devices: Annotated[
-        object,
-        rule(lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number of devices >= 1, or "auto"'),
-        Example("2", "0"),
-    ]
+    devices: checked(
+        lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number >= 1, or "auto"', "2", "0"
+    )
     num_nodes: Count
     precision: Annotated[
         Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] | None,
         Example("bf16-mixed", "nonsense"),
     ]
     max_epochs: Count
-    max_time: Annotated[
-        object,
-        rule(
-            lambda v: v is None or re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(v)),
-            'it must be null (no limit) or "DD:HH:MM:SS"',
-        ),
-        Example("00:00:30:00", "30min"),
-    ]
-    max_steps: Annotated[
-        object,
-        rule(
-            lambda v: v == -1 or whole(v) and v >= 2 and v % 2 == 0,
-            "it must be -1 (no limit) or an even number >= 2 (Lightning counts 2 optimizer steps per training step)",
-        ),
-        Example("2000", "3"),
-    ]
-    limit_train_batches: Annotated[
-        object,
-        rule(
-            lambda v: v is None or whole(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1,
-            "it must be null (every batch), a fraction of each epoch's batches above 0 and up to 1, or a whole "
-            "number of batches >= 1",
-        ),
-        Example("0.1", "0"),
-    ]
+    max_time: checked(
+        lambda v: v is None or re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(v)), 'it must be null (no limit) or "DD:HH:MM:SS"',
+        "00:00:30:00", "30min"
+    )  # fmt: skip
+    max_steps: checked(
+        lambda v: v == -1 or whole(v) and v >= 2 and v % 2 == 0, "it must be -1 (no limit) or an even number >= 2 "
+        "(Lightning counts 2 optimizer steps per training step)", "2000", "3"
+    )  # fmt: skip
+    limit_train_batches: checked(
+        lambda v: v is None or whole(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1, "it must be null (every "
+        "batch), a fraction of each epoch's batches above 0 and up to 1, or a whole number of batches >= 1", "0.1", "0"
+    )  # fmt: skip
     log_every_n_steps: Count
     default_root_dir: Folder
     deterministic: Flag
     enable_model_summary: Flag
     plugins: Annotated[
         list[Instance],
-        Field(description="a list of Lightning plugins, each {_target_: <class>}"),
+        Field(description="Lightning plugins, each {_target_: <class>}"),
         Example("[{_target_:dcgan.checkpoints.AtomicCheckpointIO}]", "[5]"),
     ]
     strategy: Instance | None = None  # trainer=ddp
@@ -292,21 +276,14 @@ class Generate(Section):
     output: output_file(".png", ".npz")
     seed: Seed
     nrow: Count | None
-    digits: (
-        Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")] | None
-    )
+    digits: Digits | None
     walks: Count
     steps: Annotated[int, Strict(), Field(ge=2), Example("10", "1")]
     device: Device
 
 
 class Evaluate(Section):
-    ckpt_path: (
-        Annotated[
-            str | list[str], AfterValidator(probe.checkpoints_or_runs), Example("[a.ckpt,b.ckpt]", "/nowhere.ckpt")
-        ]
-        | None
-    )
+    ckpt_path: Runs | None
     real: Flag
     num_samples: Samples
     seed: Seed
@@ -323,15 +300,10 @@ class Export(Section):
     ckpt_path: Checkpoint
     formats: Annotated[list[Format] | Format, Field(min_length=1), Example("[safetensors,onnx]", "[onnx,tflite]")]
     output_dir: Folder | None
-    num_samples: Annotated[
-        int,
-        Strict(),
-        rule(
-            lambda v: v == 0 or MIN_SAMPLES <= v <= TRAINING_DIGITS,
-            f"it must be 0 (no metric) or a number of digits to score from {MIN_SAMPLES} to {TRAINING_DIGITS}",
-        ),
-        Example("10000", "1"),
-    ]
+    num_samples: checked(
+        lambda v: v == 0 or whole(v) and MIN_SAMPLES <= v <= TRAINING_DIGITS, "it must be 0 (no metric) or a number "
+        f"of digits to score from {MIN_SAMPLES} to {TRAINING_DIGITS}", "10000", "1"
+    )  # fmt: skip
     seed: Seed
     classifier_path: Classifier
     data: Data
@@ -348,15 +320,8 @@ class Launcher(Section):
     """Hydra's launcher plugins (basic, joblib, submitit): the amounts a user sets; the rest the plugin checks."""
 
     model_config = ConfigDict(extra="allow")
-    n_jobs: (
-        Annotated[
-            int,
-            Strict(),
-            rule(lambda v: v == -1 or v >= 1, "it must be -1 (a job per core) or >= 1"),
-            Example("4", "0"),
-        ]
-        | None
-    ) = None
+    n_jobs: checked(lambda v: v is None or v == -1 or whole(v) and v >= 1, "it must be -1 (a job per core) or >= 1",
+                    "4", "0") = None  # fmt: skip
     timeout: Annotated[float, Field(gt=0), Example("600", "0")] | None = None
     timeout_min: Count | None = None
     nodes: Count | None = None

@@ -1,22 +1,18 @@
 """Each training update as one CUDA graph: D's and G's forward, backward and Adam steps, captured once, replayed.
 
-On a GPU these networks are small: an eager step costs what the host takes to launch its couple of hundred
-kernels, one by one, not what the kernels take (docs/benchmarks.md). A CUDA graph launches them all at once.
-CudaGraphs captures DCGAN.update after `warmup_steps` eager steps (by then Adam's state and the GPU libraries'
-workspaces exist), and from then on each training step copies its batch into the graph's inputs and replays it.
-The rest of the step (the moving average of G, logging) and every callback stay eager.
-
-A graph replays the kernels it captured and none of the Python around them, so:
-- what the update does must not depend on the step except through its inputs: the instance noise's std is an
-  input, and a second graph is captured once the noise has annealed to nothing;
-- the update reads no value back from the device (tests/test_syncs.py), which a capture cannot do;
-- Lightning counts optimizer steps (trainer.global_step) in Python, in LightningOptimizer.step: the capture runs
-  in on_train_batch_start, where Lightning counts nothing, and each replay counts its two steps here.
-
-Where a graph cannot work, one line says why and training is eager: on the CPU; under DDP (the gradients'
-all-reduce is not captured here); under fp16's loss scaler (it decides on the host whether to skip a step); and
-without fused Adam (the NaN guard, dcgan/guards.py, then waits for the device before each update). A capture that
-fails ends the same way.
+On a GPU these small networks leave the device waiting while the host launches a step's couple of hundred
+kernels one by one; a graph launches them at once. CudaGraphs captures DCGAN.update after `warmup_steps` eager
+steps (Adam's state and the GPU libraries' workspaces exist by then), then each step copies its batch into the
+graph's inputs and replays it; the moving average of G, logging and the callbacks stay eager. A graph replays
+kernels, none of the Python around them, so:
+- the update depends on the step only through its inputs: the instance noise's std is one, and a second graph is
+  captured once the noise has annealed away; the learning rate is the one at the capture;
+- the update reads nothing back from the device (tests/test_syncs.py), which a capture cannot do;
+- Lightning counts optimizer steps in Python (LightningOptimizer.step): the capture runs in on_train_batch_start,
+  where Lightning counts nothing, and each replay counts its steps here.
+Where a graph cannot work one line says why and training is eager: on the CPU, under DDP (its all-reduce is not
+captured), under fp16's loss scaler (it skips steps from the host), without fused Adam (the NaN guard then waits
+for the device); a capture that fails ends the same way.
 """
 
 import logging

@@ -1,5 +1,7 @@
 """End to end: `python train.py` on real MNIST: what its console shows, and a resume from a checkpoint."""
 
+import re
+
 import pytest
 
 from tests.helpers import SMOKE_STEPS, events, load_checkpoint, only_child, run_train
@@ -74,3 +76,21 @@ def test_resume_trains_with_the_learning_rates_it_is_given(smoke_run, mnist_root
     assert load_checkpoint(saved)["optimizer_states"][0]["param_groups"][0]["lr"] != 1e-5
     for state in resumed["optimizer_states"]:
         assert [(g["lr"], tuple(g["betas"])) for g in state["param_groups"]] == [(1e-5, (0.3, 0.9))]
+
+
+@pytest.mark.slow
+def test_an_epoch_line_shows_the_metric_only_for_an_epoch_it_scored(mnist_root, classifier_path, tmp_path):
+    result = run_train(
+        "experiment=smoke",
+        "trainer.max_epochs=4",
+        "trainer.limit_train_batches=2",
+        "model.g_width=8",
+        "model.d_width=8",
+        "model.clusters=10",
+        "callbacks.quality.num_samples=500",
+        "callbacks.quality.every_n_epochs=2",
+        f"data.root={mnist_root}",
+        f"output_root={tmp_path}",
+    )
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if re.search(r"epoch \d/4 ended", line)]
+    assert ["FID" in line for line in lines] == [False, True, False, True]  # 2 and 4 by the schedule, 4 as the last

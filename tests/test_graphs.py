@@ -107,16 +107,24 @@ def test_the_replayed_update_trains_as_eager_steps_do_and_resumes(mnist_root, tm
     assert graphed["callbacks"].keys() == eager["callbacks"].keys()
 
 
+def largest_difference(a: dict, b: dict) -> float:
+    """The largest difference between two runs' weights, buffers and Adam states."""
+    flat_a, flat_b = (flatten({key: run[key] for key in ("state_dict", "optimizer_states")}) for run in (a, b))
+    tensors = [key for key, value in flat_b.items() if isinstance(value, torch.Tensor) and value.is_floating_point()]
+    return max((flat_a[key].double() - flat_b[key].double()).abs().max().item() for key in tensors)
+
+
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("precision, tolerance", [("32-true", 1e-5), ("bf16-mixed", 2e-2)], ids=["fp32", "bf16"])
-def test_cuda_graph_training_matches_eager_training_on_the_gpu(precision, tolerance, mnist_root, tmp_path):
-    """Real captures and replays against eager steps on the GPU: the same losses, weights and Adam states, within the
-    precision's tolerance, over 12 steps; with a resume in the middle too."""
+@pytest.mark.parametrize("precision, steps, floor", [("32-true", 300, 1e-5), ("bf16-mixed", 12, 2e-2)])
+def test_cuda_graph_training_matches_eager_training_on_the_gpu(precision, steps, floor, mnist_root, tmp_path):
+    """Real captures and replays against eager steps on the GPU, and a resume in the middle: the weights and Adam
+    states differ from eager training's no more than a second eager run's do (the GPU's own nondeterminism), or
+    than the precision's rounding (the graph's noise std is a bf16 tensor where eager's is a number)."""
     common = (f"data.root={mnist_root}", "trainer=gpu", f"trainer.precision={precision}")
-    eager = trained(tmp_path, "eager", *common)
+    common += (f"trainer.limit_train_batches={steps // 2}",)
+    eager, again = (trained(tmp_path, name, *common) for name in ("eager", "again"))
     graphed = trained(tmp_path, "graphed", *common, "callbacks.cuda_graph.enabled=true")
-    assert_same_training(graphed, eager, rtol=tolerance, atol=tolerance)
     resumed = trained(
         tmp_path,
         "resumed",
@@ -124,7 +132,10 @@ def test_cuda_graph_training_matches_eager_training_on_the_gpu(precision, tolera
         "callbacks.cuda_graph.enabled=true",
         f"ckpt_path={tmp_path / 'graphed' / 'checkpoints' / 'epoch_000.ckpt'}",
     )
-    assert_same_training(resumed, eager, rtol=tolerance, atol=tolerance)
+    bound = 10 * largest_difference(again, eager) + floor
+    for run in (graphed, resumed):
+        assert run["global_step"] == eager["global_step"] == 2 * steps
+        assert largest_difference(run, eager) <= bound, (largest_difference(run, eager), bound)
 
 
 class PoisonAt(pl.Callback):

@@ -13,12 +13,20 @@ FunctionEvent's name, device_type, time_range, self_cpu_time_total and is_user_a
 
 import re
 import statistics
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
+
+from dcgan import cli
+from dcgan.data import ensure_mnist
+from dcgan.schema import Train
+from dcgan.training import train
 
 # The host range that marks the profiled steps: the summary reads its start and end in the profiler's own clock.
 WINDOW = "bench.profile: profiled steps"
@@ -156,3 +164,47 @@ def top_cpu_ops(host: list, steps: int) -> list[dict]:
         {"name": name, "calls_per_step": calls[name] / steps, "self_ms_per_step": self_us[name] / 1000 / steps}
         for name in ranked
     ]
+
+
+def main() -> None:
+    parser = cli.ArgumentParser(
+        prog="python -m bench.profile", description="Where a training step of train.py's run goes, step by step."
+    )
+    parser.add_argument("--data-root", default="data", help="the folder that holds MNIST/raw/")
+    parser.add_argument("--skip", type=cli.whole(1), default=30, help="training steps before the profile (30)")
+    parser.add_argument("--steps", type=cli.whole(1), default=20, help="training steps profiled (20)")
+    parser.add_argument("overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=seed_repro")
+    args = parser.parse_args()
+    ensure_mnist(args.data_root)
+    with tempfile.TemporaryDirectory() as out:
+        overrides = [f"output_dir={out}", f"data.root={args.data_root}", "callbacks.quality=null", *args.overrides]
+        cfg = compose_train(overrides)
+        cli.check(cfg, Train)
+        OmegaConf.update(cfg, "trainer.max_steps", 2 * (args.skip + args.steps))
+        OmegaConf.update(cfg, "trainer.max_epochs", -1)
+        profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}
+        OmegaConf.update(cfg, "callbacks.step_profile", profile, force_add=True)
+        train(cfg)
+    from bench.profile import StepProfile as Instantiated  # Hydra built it from bench.profile, not __main__
+
+    summary = Instantiated.named[""].summary
+    print(f"{args.steps} steps after {args.skip}, {' '.join(args.overrides) or 'the default'}, per step:")
+    for key, value in summary.items():
+        if not isinstance(value, list):
+            print(f"  {key:<20} {'not measured' if value is None else f'{value:.3f}'}")
+    for key in ("top_cpu_ops", "slowest_kernels"):
+        for row in summary[key] or []:
+            print(
+                f"  {key}: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+            )
+
+
+def compose_train(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -154,6 +154,8 @@ def test_step_summary_of_a_gpu_profile_unions_busy_time_and_counts_gaps_launches
         ("bench.time_to_quality", ["--run", "{tmp}", "--classic", "{tmp}/classic.json"], "--run {tmp}"),
         ("bench.recipe_plot", ["{tmp}/trials.csv"], "trials {tmp}/trials.csv"),
         ("dcgan.reports", ["{tmp}"], "run_dir {tmp}"),
+        ("bench.profile", ["--steps", "0"], "--steps"),
+        ("bench.profile", ["model.lr=-1"], "model.lr=-1"),
     ],
 )
 def test_each_tool_refuses_a_bad_argument_in_one_paragraph_that_names_it(tool, args, named, tmp_path):
@@ -161,3 +163,12 @@ def test_each_tool_refuses_a_bad_argument_in_one_paragraph_that_names_it(tool, a
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and lines[0].startswith("Error: "), result.stderr[-2000:]
     assert named.format(tmp=tmp_path) in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_profile_tool_prints_where_a_step_goes(mnist_root):
+    """`python -m bench.profile`: a real run of train.py's, its steps profiled; on the CPU the device's figures
+    are said to be unmeasured, not 0."""
+    result = run_script("-m", "bench.profile", "--data-root", mnist_root, "--skip", "2", "--steps", "2", *SMALL)
+    assert "2 steps after 2" in result.stdout and "busy_ms              not measured" in result.stdout
+    assert "top_cpu_ops: name aten::" in result.stdout

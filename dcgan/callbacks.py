@@ -1,5 +1,4 @@
-"""Callbacks that show and measure training progress: sample grids, the quality metric, the log, the run's report,
-the reference script's own files, the progress bar and the networks' parameter table."""
+"""Callbacks that show and measure training progress: grids, files, the metric, the log, the bar and the report."""
 
 import logging
 import time
@@ -10,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
+from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 from torchvision.utils import make_grid, save_image
 
 from dcgan.checkpoints import plain_state_dict, write_atomically
@@ -22,21 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class SampleGrid(pl.Callback):
-    """Every `every_n_steps` training steps and every `every_n_epochs` epochs, draw the same `rows` rows of digits
-    from the latent points of seed `seed` (the reference script's fixed noise), as generate.py draws them: 8 to a
-    row, or for a conditional model a column per digit.
-
-    Each grid goes to `<dirpath>/step_<step>_epoch_<epoch>.png` (names sort by
-    step; epoch counts from 1) and, with a TensorBoard logger, to the IMAGES tab
-    under `samples`. Either trigger can be turned off with null.
-    """
+    """Every `every_n_steps` training steps and every `every_n_epochs` epochs (either null: off), `rows` rows of
+    digits from seed `seed`'s latent points (the reference script's fixed noise), as generate.py draws them: 8 to a
+    row, or a column per digit. To `<dirpath>/step_<step>_epoch_<epoch>.png` (names sort by step; epoch counts from
+    1) and, with a TensorBoard logger, to its IMAGES tab as `samples`."""
 
     def __init__(self, dirpath: str, every_n_steps: int | None, every_n_epochs: int | None, rows: int, seed: int):
         self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
-        self.every_n_epochs = every_n_epochs
-        self.rows = rows
-        self.seed = seed
+        self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
+        self.rows, self.seed = rows, seed
         self._last_step = -1  # a step that ends both a 200-step interval and an epoch gets one grid
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -63,15 +56,11 @@ class SampleGrid(pl.Callback):
 
 
 class SeedStyleFiles(pl.Callback):
-    """The files of the reference script that users copy, by its names, for code that expects them: every
-    `weights_every_n_epochs` epochs `generator_epoch_X.pth` and `discriminator_epoch_X.pth` (plain state_dicts
-    of Generator and Discriminator), every `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (`rows` rows
-    of digits from the latent points of seed `seed`, as SampleGrid draws them); X is the epoch counted from 1,
-    XXXX the same in 4 digits.
-
-    The generator saved is the one the image and generate.py draw with: the moving average once it has started.
-    Off unless `enabled` (experiment=seed_repro turns it on); either interval can be turned off with null.
-    """
+    """The reference script's files, by its names, for code that expects them: every `weights_every_n_epochs`
+    epochs `generator_epoch_X.pth` and `discriminator_epoch_X.pth` (plain state_dicts), every
+    `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (SampleGrid's digits); X is the epoch counted from 1,
+    XXXX the same in 4 digits. The generator saved is the one the image and generate.py draw with: the moving
+    average once it has started. Off unless `enabled` (experiment=seed_repro); either interval can be null."""
 
     def __init__(
         self,
@@ -82,12 +71,9 @@ class SeedStyleFiles(pl.Callback):
         rows: int,
         seed: int,
     ):
-        self.dirpath = Path(dirpath)
-        self.enabled = enabled
-        self.weights_every_n_epochs = weights_every_n_epochs
-        self.image_every_n_epochs = image_every_n_epochs
-        self.rows = rows
-        self.seed = seed
+        self.dirpath, self.enabled = Path(dirpath), enabled
+        self.weights_every_n_epochs, self.image_every_n_epochs = weights_every_n_epochs, image_every_n_epochs
+        self.rows, self.seed = rows, seed
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not self.enabled or not trainer.is_global_zero:
@@ -98,25 +84,18 @@ class SeedStyleFiles(pl.Callback):
                 write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
             columns = grid_columns(pl_module)
-            self.dirpath.mkdir(parents=True, exist_ok=True)
             images, _ = sample(pl_module, self.rows * columns, self.seed)
             save_grid(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", columns)
 
 
 class QualityMetrics(pl.Callback):
-    """At the end of every `every_n_epochs` epochs and of the last, score `num_samples` generated digits (see dcgan.metrics)
-    and log them: `metric/<figure>` (fid, kid, precision, recall, density, coverage, confidence, min_digit_share
-    and, for a conditional GAN, label_accuracy) and `digits/<d>` shares; and once, the same figures of as many
-    real digits, the floor, as `floor/<figure>`.
-
-    The latent points are the same every time (seed 0, as evaluate.py's), so changes come from the model, not
-    the draw. The copying check is evaluate.py's only: it needs the training digits' features (some seconds).
-    """
+    """At the end of every `every_n_epochs` epochs and of the last, score `num_samples` generated digits (see
+    dcgan.metrics) and log `metric/<figure>` and the `digits/<d>` shares; once, those of as many real digits, the
+    floor, as `floor/<figure>`. Always from seed 0's latent points (as evaluate.py), so changes come from the model,
+    not the draw; without evaluate.py's copying check, which needs the training digits' features (some seconds)."""
 
     def __init__(self, classifier_path: str, num_samples: int, every_n_epochs: int):
-        self.classifier_path = classifier_path
-        self.num_samples = num_samples
-        self.every_n_epochs = every_n_epochs
+        self.classifier_path, self.num_samples, self.every_n_epochs = classifier_path, num_samples, every_n_epochs
         self.quality = None  # built on first use: it loads (or trains) the classifier
         self.scored_epoch: int | None = None  # the last epoch scored, counted from 1 (ProgressLog's epoch lines)
 
@@ -149,19 +128,15 @@ class RunReport(pl.Callback):
         if not trainer.is_global_zero:
             return
         for logger in trainer.loggers:
-            logger.save()  # flush the event file before reading it back
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.flush()
+            logger.save()  # TensorBoard's flushes its event file, which write_curves reads back
         write_progress_gif(self.run_dir)
         write_curves(self.run_dir)
 
 
 class ProgressLog(pl.Callback):
-    """The run in train.log and on the console, as the reference script printed it, also when stdout is not
-    a terminal: every `trainer.log_every_n_steps` steps the losses and D's mean outputs, at each epoch end
-    its metric, and at the end a summary with where the outputs are and the commands that go on from them.
-
-    It reads the logged values only at those steps, so other steps never wait for them."""
+    """The run in train.log and on the console as the reference script printed it, also when stdout is no terminal:
+    every `trainer.log_every_n_steps` steps the losses and D's mean outputs (read then only: each read waits for the
+    device), at each epoch end its metric, and at the end where the outputs are and the commands that go on."""
 
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
@@ -176,16 +151,9 @@ class ProgressLog(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not trainer.is_global_zero or not pl_module.logging_step:
             return
-        m = trainer.callback_metrics
-        log.info(
-            "step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f",
-            pl_module.step,
-            trainer.current_epoch + 1,
-            m["loss/d"],
-            m["loss/g"],
-            m["d/real"],
-            m["d/fake"],
-        )
+        values = [trainer.callback_metrics[key] for key in ("loss/d", "loss/g", "d/real", "d/fake")]
+        line = "step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f"
+        log.info(line, pl_module.step, trainer.current_epoch + 1, *values)
 
     def on_train_epoch_end(self, trainer, pl_module):
         if not trainer.is_global_zero:
@@ -199,14 +167,13 @@ class ProgressLog(pl.Callback):
         if not trainer.is_global_zero:
             return
         minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
-        # EpochCheckpoints writes last.ckpt when training ends, just after this (Lightning runs it last).
-        checkpoints = trainer.checkpoint_callback
-        last = str(Path(checkpoints.dirpath) / "last.ckpt") if checkpoints and checkpoints.save_last else ""
         lines = [
             f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
             f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)",
         ]
-        if last:
+        checkpoints = trainer.checkpoint_callback
+        if checkpoints and checkpoints.save_last:  # EpochCheckpoints writes it just after this: Lightning runs it last
+            last = Path(checkpoints.dirpath) / "last.ckpt"
             lines += [
                 f"  checkpoint:   {last}",
                 f"  resume:       python train.py ckpt_path={last} <this run's overrides>",
@@ -237,23 +204,25 @@ class ProgressBar(TQDMProgressBar):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer, pl_module):
-        scalars = {
-            name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith(("loss/", "d/"))
-        }
+        scalars = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("loss/", "d/"))}
         return super().get_metrics(trainer, pl_module) | scalars
 
 
 class ParameterSummary(ModelSummary):
     """Lightning's table of the networks and their parameters, in the log, without its FLOPs column and total:
-    Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of (the summary
-    would pass it through the data module's hooks, made for MNIST batches), so every count read 0."""
+    Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of, so every
+    count read 0."""
 
     @staticmethod
-    def summarize(
-        summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, **kwargs
-    ) -> None:
-        columns = [column for column in summary_data if column[0] != "FLOPs"]
-        table = _format_summary_table(
-            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
-        )
-        log.info("\n%s", "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops")))
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, **kwargs):
+        columns = [[header, *cells] for header, cells in summary_data if header != "FLOPs"]
+        widths = [max(map(len, column)) for column in columns]
+        table = [" | ".join(map(str.ljust, row, widths)) for row in zip(*columns, strict=True)]
+        rule = "-" * (sum(widths) + 3 * (len(widths) + 1))
+        counts = {"Trainable": trainable_parameters, "Non-trainable": total_parameters - trainable_parameters}
+        counts["Total"] = total_parameters
+        lines = [table[0], rule, *table[1:], rule]
+        lines += [f"{get_human_readable_count(n):<10}{name} params" for name, n in counts.items()]
+        lines += [f"{get_formatted_model_size(model_size):<10}Total estimated model params size (MB)"]
+        lines += [f"{total_training_modes[mode]:<10}Modules in {mode} mode" for mode in ("train", "eval")]
+        log.info("\n%s", "\n".join(lines))

@@ -1,18 +1,9 @@
-"""Checkpoints and the files made from them: one reader for them all, and writes that are never half done.
+"""Checkpoints and the files made from them: read_checkpoint, the one reader, so that every entry point refuses a
+bad file with the same message and every older format is upgraded in one place; and writes never half done.
 
-read_checkpoint is the one place a checkpoint is read, so every entry point
-(train.py's resume, generate.py, evaluate.py, export.py, app.py) refuses a bad
-file with the same one-paragraph message, and upgrade the one place where a
-checkpoint of an older format is brought to this one.
-
-Lightning's TorchCheckpointIO writes through an fsspec transaction: the bytes go
-to a temporary file in $TMPDIR, then move over the target. When $TMPDIR is on
-another file system than the run folder (common on clusters: local /tmp,
-shared outputs) the move is a copy into the target, and a kill -9 during it
-leaves a truncated last.ckpt; nothing is fsynced either, so a crash of the
-machine can leave an empty one. AtomicCheckpointIO writes next to the target,
-fsyncs, and renames: the target is always either the old or the new file.
-write_atomically does the same for any file.
+Lightning's TorchCheckpointIO moves a temporary file from $TMPDIR over the target: across file systems (local /tmp,
+shared outputs) that move is a copy, which a kill -9 leaves truncated, and nothing is fsynced, so a crash of the
+machine can leave an empty file. AtomicCheckpointIO and write_atomically write beside the target, fsync and rename.
 """
 
 import os
@@ -42,17 +33,11 @@ LAST_COMMIT_WITH_REMOVED_SWITCHES = "c218713"
 # Format 2 could condition on the digit labels alone (num_classes without clusters), a mode no config shipped.
 LAST_COMMIT_WITH_LABELS_ALONE = "fb79f5b"
 # Keys a format-1 checkpoint may lack, with what the model did before each existed.
-FORMAT_1_DEFAULTS = {
-    "num_classes": None,
-    "clusters": None,
-    "ema_decay": None,
-    "ema_start_step": 0,
-    "channels_last": False,
-    "fused_adam": False,
-}
-# Keys no model reads any more: format 1's learning rates per network (its `lr` was both unless they were set, and a
-# resume takes its learning rate from the config), the fixed noise of the grids (now their own seed) and InfoGAN's
-# weight; format 2's torch.compile switch, which changed only the speed.
+FORMAT_1_DEFAULTS = dict(
+    num_classes=None, clusters=None, ema_decay=None, ema_start_step=0, channels_last=False, fused_adam=False
+)
+# Keys no model reads any more: format 1's learning rates per network (a resume takes its rate from the config), the
+# grids' fixed noise (now their own seed) and InfoGAN's weight; format 2's torch.compile switch (only the speed).
 DROPPED = ("lr_g", "lr_d", "num_fixed_samples", "fixed_noise_seed", "info_weight", "compile")
 
 
@@ -90,8 +75,7 @@ def read_checkpoint(path: str | Path) -> dict:
 def upgrade(checkpoint: dict) -> dict:
     """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse
     one whose model this version cannot draw from as it was trained, naming the commit that can."""
-    found = checkpoint.get("dcgan_format", 1)
-    if found >= CHECKPOINT_FORMAT:
+    if checkpoint.get("dcgan_format", 1) >= CHECKPOINT_FORMAT:
         return checkpoint
     hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
     used = [
@@ -138,9 +122,8 @@ def saved_at(checkpoint: dict, path: str | Path) -> dict:
     """Where and when in training `checkpoint`, read from `path`, was saved."""
     # Two optimizer steps per training step (DCGAN.step). The epoch its last step belongs to, counted from 1 as in
     # train.log, is the number of epochs started: "epoch" would count a save at the end of training one too far.
-    started = (
-        checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {}).get("started")
-    )
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    started = progress.get("current", {}).get("started")
     return {"path": str(path), "step": checkpoint["global_step"] // 2, "epoch": started or checkpoint["epoch"] + 1}
 
 
@@ -186,20 +169,28 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> N
 
 
 class EpochCheckpoints(ModelCheckpoint):
-    """ModelCheckpoint that writes last.ckpt at the end of every epoch, whatever the schedule of its periodic
-    checkpoints, and when training ends part way through an epoch (trainer.max_time, max_steps): a kill -9 loses
-    at most the epoch in progress, and a finished run's last.ckpt is always its final state."""
+    """ModelCheckpoint that also writes last.ckpt at the end of every epoch, whatever the schedule of its periodic
+    checkpoints, and when training ends part way through an epoch (trainer.max_time, max_steps), never twice at one
+    step: a kill -9 loses at most the epoch in progress, and a finished run's last.ckpt is its final state."""
+
+    # The global step of the last checkpoint written, and so of last.ckpt: Lightning writes it beside each periodic
+    # checkpoint, StopOnSignal writes it alone. 0 at first: before the first step there is nothing to save.
+    saved_step = 0
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.saved_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer, pl_module):
-        super().on_train_epoch_end(trainer, pl_module)  # epoch_NNN.ckpt on its schedule, last.ckpt beside it
+        super().on_train_epoch_end(trainer, pl_module)  # epoch_NNN.ckpt on its schedule
         self.write_last(trainer)
 
     def on_train_end(self, trainer, pl_module):
         self.write_last(trainer)
 
     def write_last(self, trainer) -> None:
-        if self.save_last and self._last_global_step_saved != trainer.global_step:  # not yet saved at this step
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last and self.saved_step != trainer.global_step:
+            self.last_model_path = str(Path(self.dirpath) / "last.ckpt")  # set first: the checkpoint holds it
+            trainer.save_checkpoint(self.last_model_path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

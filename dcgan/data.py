@@ -1,9 +1,6 @@
-"""MNIST as a LightningDataModule: images scaled to [-1, 1], with their digit labels.
-
-The training order is a function of (seed, epoch, rank) only, as DistributedSampler
-makes it, so that a resumed run sees the same batches as one that never stopped:
-checkpoints record how far into its epoch training was (`state_dict`), and the
-first epoch after a resume starts at the next batch.
+"""MNIST as a LightningDataModule: the digits in memory, scaled to [-1, 1] on the device, with their labels or
+clusters; the order of each epoch's batches a function of (seed, epoch, rank) alone, so that a resumed run sees
+the same batches as one that never stopped.
 """
 
 import hashlib
@@ -38,42 +35,31 @@ class MNISTNotFoundError(UserFacingError):
     """MNIST is neither on disk nor downloadable. The message says what to do."""
 
 
-def mnist_present(root: str | Path) -> bool:
-    raw = Path(root) / "MNIST" / "raw"
-    return all((raw / name).is_file() for name in MNIST_FILES)
-
-
 def mnist_file_problem(root: str | Path) -> str | None:
     """What is wrong with the MNIST files already under `root`/MNIST/raw (a wrong magic number, a wrong
     length), in one paragraph with the fix; None when each is right or missing (missing ones get downloaded)."""
-    raw = Path(root) / "MNIST" / "raw"
     for name, (magic, header, items, item_bytes) in MNIST_LAYOUT.items():
-        path = raw / name
+        path = Path(root) / "MNIST" / "raw" / name
         if not path.is_file():
             continue
         with open(path, "rb") as f:
             found = int.from_bytes(f.read(4), "big")
-        if found != magic:
-            return (
-                f"{path} is not the MNIST file of that name: it starts with magic number {found}, not {magic}. "
-                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
-            )
         size, expected = path.stat().st_size, header + items * item_bytes
-        if size != expected:
-            return (
-                f"{path} is truncated or padded: {size} bytes instead of {expected} ({items} items). "
-                f"Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
-            )
+        if found != magic:
+            problem = f"is not the MNIST file of that name: it starts with magic number {found}, not {magic}"
+        elif size != expected:
+            problem = f"is truncated or padded: {size} bytes instead of {expected} ({items} items)"
+        else:
+            continue
+        fix = "Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
+        return f"{path} {problem}. {fix}"
     return None
 
 
 def ensure_mnist(root: str | Path) -> None:
-    """Make sure the four MNIST files are under `root`/MNIST/raw, downloading them if needed.
-
-    When they are already there nothing touches the network. When the download
-    fails, raise MNISTNotFoundError with a message that says how to fix it.
-    """
-    if mnist_present(root):
+    """Make sure the four MNIST files are under `root`/MNIST/raw, downloading them (only) when they are not; raise
+    MNISTNotFoundError, saying how to fix it, when the download fails."""
+    if all((Path(root) / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES):
         return
     root = Path(root).resolve()
     missing = "does not exist" if not root.exists() else "holds no MNIST/raw/ with the four files"
@@ -155,10 +141,9 @@ def clusters_of_each_digit(images: torch.Tensor, labels: torch.Tensor, k: int, n
 
 
 def found_clusters(images: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int | None, cache: Path):
-    """Each training image's cluster (N,) among `k`: `pixel_clusters`, or with `num_classes`
-    `clusters_of_each_digit`. K-means takes seconds, so its answer is kept in the folder `cache`, in a file named
-    after what decides it (the images, k, num_classes and CLUSTERING, the version of the method): a later run, a
-    sweep's next job or another DDP rank reads the same clusters instead of finding them again."""
+    """Each training image's cluster (N,) among `k`: `pixel_clusters`, or with `num_classes` `clusters_of_each_digit`.
+    K-means takes seconds, so the answer is kept in the folder `cache`, named after what decides it (the images, k,
+    num_classes and CLUSTERING): a later run, a sweep's next job or another DDP rank reads it instead."""
     images_digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
     path = Path(cache).expanduser() / f"clusters_v{CLUSTERING}_{images_digest}_k{k}_digits{num_classes or 0}.pt"
     if path.is_file():
@@ -182,15 +167,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class EpochBatches(DistributedSampler):
-    """This rank's shard of a permutation drawn from (seed, epoch), as batches of indices; the first
-    `skip_batches` batches left out.
-
-    DistributedSampler already shuffles with `seed + epoch` and shards by rank;
-    Lightning calls `set_epoch` before each epoch, and leaves a DistributedSampler
-    in place under DDP. Yielding whole batches lets the dataset answer each with
-    one indexing operation. Skipping lets a run that resumes mid-epoch continue
-    with the batch after the last one it trained on.
-    """
+    """This rank's shard of a permutation drawn from (seed, epoch), as DistributedSampler draws and shards it, in
+    whole batches of indices (the dataset answers each with one indexing operation), less the first `skip_batches`:
+    a run that resumes mid-epoch continues with the batch after the last it trained on. Lightning calls `set_epoch`
+    before each epoch and keeps a DistributedSampler in place under DDP."""
 
     def __init__(
         self, size: int, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0
@@ -215,12 +195,9 @@ class MNISTDataModule(pl.LightningDataModule):
     """The 60k training digits for training, each with its label or, with `clusters`, its cluster (which a
     conditional GAN, `num_classes`, finds within each digit); the 10k test digits (`test_dataloader`) for evaluation.
 
-    Both splits are held in memory as uint8 tensors (47 MB for training), on the
-    device that trains (the GPU, when there is one); a batch is one indexing
-    operation, scaled to [-1, 1] after it reaches the device. There is no per-image
-    PIL conversion and there are no worker processes: on a 2-core CPU those cost
-    more than the networks' own work (see docs/benchmarks.md).
-    """
+    Both splits are held as uint8 tensors on the device that trains; a batch is one indexing operation, scaled to
+    [-1, 1] on the device. No per-image PIL conversion, no worker processes: on a 2-core CPU those cost more than
+    the networks' own work (docs/benchmarks.md)."""
 
     def __init__(
         self,
@@ -233,9 +210,7 @@ class MNISTDataModule(pl.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.root = root
-        self.batch_size = batch_size
-        self.seed = seed
+        self.root, self.batch_size, self.seed = root, batch_size, seed
         self.clusters, self.num_classes, self.cache_dir = clusters, num_classes, cache_dir
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
 

@@ -1,14 +1,8 @@
-"""A table and a figure of every job of a sweep (`train.py -m ...`), best first: the values it swept
-and its final metrics.
-
-SweepSummary is a Hydra callback (`hydra.callbacks` in conf/config.yaml). It
-writes summary.md, summary.csv and summary.png into the sweep folder after each
-job and again when the sweep ends, from the files the jobs leave in their folders:
-`.hydra/overrides.yaml` (Hydra) and `final_metrics.json` (train.py). Reading
-files rather than keeping results in memory makes it work with every launcher:
-joblib and submitit run the jobs in other processes or on other machines, and a
-sweep whose jobs failed never reaches on_multirun_end. A job that failed or is
-still running has no final_metrics.json and shows as such.
+"""summary.md, summary.csv and summary.png in a sweep's folder (`train.py -m ...`): every job, best first, with the
+values it swept and its final metrics, written after each job and when the sweep ends. They are read from the files
+the jobs leave (`.hydra/overrides.yaml`, `final_metrics.json`), so they work with every launcher, also one that runs
+jobs on other machines, and when failed jobs keep the sweep from its end; a job without final_metrics.json failed
+or is still running, and shows as such.
 """
 
 import csv
@@ -97,17 +91,14 @@ def write_summary(sweep_dir: Path) -> None:
     csv.writer(out, lineterminator="\n").writerows([header, *table])
     # Jobs that end at the same time may write at once: each write replaces the file whole.
     write_atomically(sweep_dir / "summary.csv", lambda f: f.write(out.getvalue().encode()))
-    done = [
-        (float(r["metrics"]["objective"]), r["job"])
-        for r in rows
-        if not math.isnan(r["metrics"].get("objective", math.nan))
-    ]
+    best = rows[0]["job"]  # rows come best first, the jobs without an objective last
+    scored = not math.isnan(rows[0]["metrics"].get("objective", math.nan))
     write_figure(sweep_dir / "summary.png", rows)
     lines = [
         f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
         "",
         "`objective` is what train.py returns (lower is better; see docs/scaling.md, Sweeps). summary.png: the same, drawn.",
-        f"Best: job {min(done)[1]} (its folder is {min(done)[1]}/)." if done else "No job has finished yet.",
+        f"Best: job {best} (its folder is {best}/)." if scored else "No job has finished yet.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + " --- |" * len(header),
@@ -128,12 +119,8 @@ def write_figure(path: Path, rows: list[dict]) -> None:
         scalars = read_scalars(row["dir"])
         if "metric/fid" in scalars:
             epoch_at_step = dict(scalars.get("epoch", []))
-            curves.plot(
-                [epoch_at_step.get(s, math.nan) + 1 for s, _ in scalars["metric/fid"]],
-                [v for _, v in scalars["metric/fid"]],
-                marker="o",
-                label=name,
-            )
+            steps, fids = zip(*scalars["metric/fid"], strict=True)
+            curves.plot([epoch_at_step.get(s, math.nan) + 1 for s in steps], fids, marker="o", label=name)
     curves.set(title="Frechet distance per epoch", xlabel="epoch", yscale="log")
     if curves.lines:
         curves.legend(fontsize="small")
@@ -144,6 +131,8 @@ def write_figure(path: Path, rows: list[dict]) -> None:
 
 
 class SweepSummary(Callback):
+    """Hydra's callback (`hydra.callbacks` in conf/config.yaml) that writes the summary."""
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:  # not in the DDP ranks a sweep job starts, which are runs
             write_summary(Path(config.hydra.runtime.output_dir).parent)

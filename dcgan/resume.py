@@ -1,18 +1,6 @@
-"""What a run needs to stop at any step and resume exactly where it was.
-
-Lightning's checkpoints hold the weights, the optimizer states, the buffers (the
-fixed noise) and the loop counters (the step, hence the noise schedule); the
-data module records the position in the data (dcgan/data.py). Two things are
-left to these callbacks:
-
-- RandomState: the random number generators. Lightning does not save them, so
-  a resumed run would draw other latent vectors, dropout masks and smoothed
-  labels than the run that never stopped. Each rank's generators are saved in
-  every checkpoint and put back just before the first resumed step.
-- StopOnSignal: SIGTERM (a cluster pre-empting the job, `kill`) and Ctrl-C
-  (SIGINT) finish the current step, write last.ckpt and stop; a second Ctrl-C
-  stops at once.
-"""
+"""What a run needs to stop at any step and resume exactly where it was, beyond what Lightning's checkpoints hold
+(weights, optimizer states, buffers, loop counters) and the data module's position in the data (dcgan/data.py):
+the random generators (RandomState), and a stop that saves first (StopOnSignal)."""
 
 import logging
 import random
@@ -52,12 +40,10 @@ def set_rng_state(state: dict) -> None:
 
 
 class RandomState(pl.Callback):
-    """Per-rank random streams, saved in checkpoints (`rng_states`, one per rank) and restored on resume.
-
-    On several ranks each draws from `seed + rank`: with one seed for all, every
-    rank would generate the same fake images and the global batch would hold
-    world_size copies of each.
-    """
+    """Each rank's random generators in every checkpoint (`rng_states`, one per rank), put back just before the first
+    resumed step: Lightning saves none, and a resumed run would draw other latent vectors, dropout masks and smoothed
+    labels than the run that never stopped. On several ranks each draws from `seed + rank`: with one seed for all,
+    the global batch would hold world_size copies of each fake image."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -71,10 +57,8 @@ class RandomState(pl.Callback):
             return
         if states is not None:
             log.warning(
-                "The checkpoint holds random states for %d ranks but this run has %d: reseeding, so this "
-                "resumed run will not repeat the original exactly.",
-                len(states),
-                trainer.world_size,
+                f"The checkpoint holds random states for {len(states)} ranks but this run has {trainer.world_size}: "
+                "reseeding, so this resumed run will not repeat the original exactly."
             )
         if trainer.world_size > 1 or states is not None:
             pl.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
@@ -99,21 +83,14 @@ class TrainingStopped(UserFacingError):
             f"Stopped by {signum.name} after step {step}; saved {checkpoint}. Resume with "
             f"`python train.py ckpt_path={checkpoint}` and the same overrides as this run."
         )
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
         self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for Ctrl-C
 
 
 class StopOnSignal(pl.Callback):
-    """On SIGTERM or SIGINT, finish the current step, save `<checkpoint dir>/last.ckpt` and stop.
-
-    The check runs at the end of a step, where a checkpoint is complete and
-    consistent (both networks updated, the step counted). Under DDP the ranks
-    agree on stopping, so a signal to any one of them stops all at the same step.
-    Agreeing is a collective whose answer waits for the device, so under DDP it
-    runs at logging steps only: the stop comes within trainer.log_every_n_steps.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    """On SIGTERM (a cluster pre-empting the job, `kill`) or Ctrl-C, finish the current step, where a checkpoint is
+    whole (both networks updated, the step counted), save `<checkpoint dir>/last.ckpt` and stop; a second Ctrl-C
+    stops at once. Under DDP a signal to any rank stops all at the same step: agreeing is a collective that waits
+    for the device, so there it runs at logging steps only, and the stop comes within trainer.log_every_n_steps."""
 
     def __init__(self):
         self.received: signal.Signals | None = None
@@ -128,7 +105,7 @@ class StopOnSignal(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         # Replaces Lightning's own SIGTERM handler for the run, which would stop without a checkpoint.
         self.received = None
-        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.world_size > 1 and trainer.log_every_n_steps > 0 and not pl_module.logging_step:
@@ -140,13 +117,9 @@ class StopOnSignal(pl.Callback):
         # A rank that got no signal itself stops with the one that did.
         raise TrainingStopped(self.received or signal.SIGTERM, pl_module.step, path)
 
-    def _restore_handlers(self) -> None:
+    def on_train_end(self, trainer, pl_module, exception=None):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
 
-    def on_train_end(self, trainer, pl_module):
-        self._restore_handlers()
-
-    def on_exception(self, trainer, pl_module, exception):
-        self._restore_handlers()
+    on_exception = on_train_end  # a stop by signal ends in an exception: the handlers are given back then too

@@ -24,25 +24,14 @@ class NonFiniteLossError(UserFacingError):
         )
 
 
-def network_of(pl_module: pl.LightningModule, param: torch.Tensor) -> str:
-    return next(name for name, child in pl_module.named_children() if any(p is param for p in child.parameters()))
-
-
 class FiniteLosses(pl.Callback):
     """Skip every update whose gradients hold a NaN or Inf (a non-finite loss makes them so), and stop the run at
-    the next check with NonFiniteLossError, naming the loss and the steps since the last check.
-
-    The skip is decided on the device, without waiting for it: fused Adam takes the flag as `found_inf`, as
-    under torch's GradScaler, and leaves the weights, its moments and its step count as they were. Other
-    optimizers cannot skip on the device, so with them every update waits for the check. The checks read the
-    skip counts every `trainer.log_every_n_steps` steps, at epoch ends and before any checkpoint is written, so
-    no checkpoint holds a skipped update. Under DDP the gradients are averaged before the check, so all ranks
-    skip alike, and the ranks agree on stopping.
-
-    fp16 mixed precision (GPUs without bf16) is the exception: there an Inf gradient is routine, the loss
-    scaler's overflow, and the scaler itself skips that update and lowers its scale. So there the count is of
-    non-finite losses, which no scale cures.
-    """
+    the next check with NonFiniteLossError, naming the loss and the steps since the last check. Fused Adam skips on
+    the device without waiting for it (the flag is its `found_inf`, as under torch's GradScaler); with other
+    optimizers every update waits for a check. The checks read the skip counts at logging steps, epoch ends and
+    before any checkpoint, so no checkpoint holds a skipped update; under DDP all ranks skip alike (the gradients
+    are averaged first) and agree on stopping. Under fp16 mixed precision an Inf gradient is the loss scaler's
+    routine overflow, which it skips itself: there the count is of non-finite losses, which no scale cures."""
 
     def __init__(self):
         self.skipped: torch.Tensor | None = None  # on the device: updates skipped per optimizer since the start
@@ -79,13 +68,7 @@ class FiniteLosses(pl.Callback):
         if pl_module.logging_step:
             self.check(trainer, pl_module)
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.check(trainer, pl_module)
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        self.check(trainer, pl_module)
-
-    def check(self, trainer, pl_module, during_step: bool = False) -> None:
+    def check(self, trainer, pl_module, *hook_args, during_step: bool = False) -> None:
         """Raise NonFiniteLossError on every rank when any rank skipped an update: the one read of the counts."""
         if self.skipped is None or self.checked_at == trainer.global_step:
             return
@@ -96,16 +79,16 @@ class FiniteLosses(pl.Callback):
             return
         now = pl_module.step + during_step
         one_step = now == self.clean + 1
+        losses = {id(p): LOSSES.get(name, name) for name, net in pl_module.named_children() for p in net.parameters()}
         parts = []
         for n, optimizer in zip(counts, trainer.optimizers, strict=True):
             if n:
-                network = network_of(pl_module, optimizer.param_groups[0]["params"][0])
-                parts.append(
-                    f"{LOSSES.get(network, network)} or its gradients were NaN or Inf"
-                    + ("" if one_step else f" in {n} step{'s' * (n > 1)}")
-                )
+                loss, steps = losses[id(optimizer.param_groups[0]["params"][0])], f" in {n} step{'s' * (n > 1)}"
+                parts.append(f"{loss} or its gradients were NaN or Inf{'' if one_step else steps}")
         span = f"at step {now}" if one_step else f"between step {self.clean + 1} and step {now}"
         raise NonFiniteLossError(f"{' and '.join(parts) or 'a loss was NaN or Inf on another rank'} {span}", trainer)
+
+    on_train_epoch_end = on_save_checkpoint = check  # the hooks' other arguments go to hook_args
 
 
 class CollapseWarning(pl.Callback):
@@ -114,9 +97,7 @@ class CollapseWarning(pl.Callback):
     The values are read at logging steps only (trainer.log_every_n_steps): each read waits for the device."""
 
     def __init__(self, d_fake_below: float, loss_g_above: float, patience: int):
-        self.d_fake_below = d_fake_below
-        self.loss_g_above = loss_g_above
-        self.patience = patience
+        self.d_fake_below, self.loss_g_above, self.patience = d_fake_below, loss_g_above, patience
         self.streak = 0  # steps since the first of the logging steps in a row that showed it
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -1,28 +1,12 @@
 """Data-parallel training of a GAN with Lightning: each network is its own DDP module.
 
-Lightning's DDPStrategy wraps the whole LightningModule in one
-DistributedDataParallel. A GAN's D step then leaves G's parameters without
-gradients (and the G step D's), and DDP, which expects every parameter of the
-module it wraps to get a gradient in each backward, fails with "parameters
-that were not used in producing the loss" (Lightning issues #20328, #20685,
-#20866). `find_unused_parameters=True` hides that at the cost of a graph
-traversal per backward.
-
-GANDDPStrategy instead wraps each network (each child module with trainable
-parameters: the generator and the discriminator) in a DDP module of its own,
-as MMGeneration/MMEngine's MMSeparateDistributedDataParallel does. Every
-backward then reaches all parameters of the DDP modules it involves: the D step
-reaches D only (G's output is detached), the G step G only (toggled_optimizer
-turns off D's requires_grad, so D's DDP module sees no gradients and reduces
-nothing). Each network's gradients are averaged over the ranks by its own DDP
-module, and the optimizers step on identical gradients, so the ranks stay equal.
-
-The LightningModule itself is not wrapped. Only while `training_step` runs do
-its `generator` and `discriminator` attributes point at the DDP wrappers, so
-the module's code is the same as on one device, and everything else (grids,
-checkpoints, metrics, which may run on rank 0 only) uses the plain networks:
-a DDP forward can start a collective buffer broadcast, which would hang if only
-rank 0 ran it.
+Lightning's DDPStrategy wraps the whole LightningModule in one DistributedDataParallel, which expects every
+parameter to get a gradient in each backward; a GAN's D step leaves G's without (and the G step D's), and DDP fails
+with "parameters that were not used in producing the loss" (Lightning issues #20328, #20685, #20866), or with
+`find_unused_parameters=True` pays a graph traversal per backward. GANDDPStrategy wraps each network in a DDP
+module of its own, as MMEngine's MMSeparateDistributedDataParallel does: the D step reaches D only (G's output is
+detached), the G step G only (toggled_optimizer turns off D's requires_grad, so D's DDP module reduces nothing),
+and each network's gradients are averaged by its own module, so the ranks stay equal.
 """
 
 import json
@@ -35,50 +19,41 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 class GANDDPStrategy(DDPStrategy):
-    """DDPStrategy that wraps each trainable child network of the LightningModule separately.
-
-    Takes the same arguments as DDPStrategy (extra ones go to each DistributedDataParallel);
-    DDP communication hooks and post-local-SGD model averaging are not wired to the wrappers.
-    """
+    """DDPStrategy that wraps each child network with trainable parameters in its own DistributedDataParallel
+    (extra arguments go to each; DDP communication hooks and post-local-SGD averaging are not wired to them).
+    Only while `training_step` runs do the module's networks point at the wrappers: its code is the same as on one
+    device, and all else (grids, checkpoints, metrics, maybe on rank 0 only) uses the plain networks, since a DDP
+    forward can start a collective buffer broadcast, which would hang if only rank 0 ran it."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.wrappers: dict[str, DistributedDataParallel] = {}
 
     def configure_ddp(self) -> None:
-        module = self.lightning_module
+        # self.model stays the LightningModule: Lightning then leaves backward and training_step alone.
         self.wrappers = {
             name: self._setup_model(child)
-            for name, child in module.named_children()
+            for name, child in self.lightning_module.named_children()
             if any(p.requires_grad for p in child.parameters())
         }
-        # self.model stays the LightningModule: Lightning then leaves backward and training_step alone.
 
-    @contextmanager
-    def _wrapped_networks(self):
+    def training_step(self, *args, **kwargs):
         children = self.lightning_module._modules
         plain = {name: children[name] for name in self.wrappers}
         children.update(self.wrappers)
         try:
-            yield
+            return super().training_step(*args, **kwargs)
         finally:
             children.update(plain)
-
-    def training_step(self, *args, **kwargs):
-        with self._wrapped_networks():
-            return super().training_step(*args, **kwargs)
 
     def teardown(self) -> None:
         self.wrappers = {}  # the reducers hold process-group state; drop them with the process group
         super().teardown()
 
 
-# Lightning starts the other ranks of a node by running train.py again with the
-# same command line plus `hydra.run.dir=<run dir>` (Hydra's own run.dir, which a
-# sweep job does not use). In a sweep (`-m`) that command line is the whole
-# sweep: each extra rank would start all jobs again, in other folders. So rank 0
-# leaves the command line of its one job in the environment, which the ranks
-# inherit, and each extra rank runs exactly that (see train.py's __main__).
+# Lightning starts a node's other ranks by running train.py again with the same command line plus
+# `hydra.run.dir=<run dir>`; in a sweep (`-m`) that would start the whole sweep again in each. So rank 0 leaves its
+# one job's command line in the environment, which the ranks inherit, and each runs exactly that (train.py).
 JOB_ARGV = "DCGAN_DDP_JOB_ARGV"
 
 

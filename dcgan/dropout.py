@@ -1,21 +1,15 @@
-"""Dropout whose CPU mask is cheap to draw.
-
-torch's CPU dropout draws one Bernoulli number per element, which made it the
-largest single cost of this GAN's training step on a CPU (docs/benchmarks.md,
-"Dropout"). Here each random 64-bit integer gives 8 mask bytes instead.
-"""
+"""Dropout whose CPU mask is cheap to draw: torch's CPU dropout draws one Bernoulli number per element, the largest
+single cost of this GAN's training step on a CPU (docs/benchmarks.md, "Dropout"); here each random 64-bit integer
+gives 8 mask bytes."""
 
 import torch
 from torch import nn
 
 
 class ByteDropout(nn.Dropout):
-    """nn.Dropout whose mask, on a CPU, is cut from random bytes.
-
-    An element is dropped when its byte is below round(256 p): p is rounded to a
-    multiple of 1/256 (0.3 -> 77/256 = 0.301), and the kept elements are scaled by
-    256 / (256 - 77) as usual. On GPUs, whose dropout is already fast, it is nn.Dropout.
-    """
+    """nn.Dropout whose mask, on a CPU, drops an element when its random byte is below round(256 p): p is rounded to
+    a multiple of 1/256 (0.3 -> 77/256 = 0.301), and the kept elements are scaled by 256 / (256 - 77) as usual. On
+    GPUs, whose dropout is already fast, it is nn.Dropout."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)

@@ -14,31 +14,26 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SMOKE_STEPS = 20  # experiment=smoke (conftest.py's smoke_run): 2 epochs of 10 training steps
-# Small real runs in a test's own process, without the metric: 4 steps of 16-wide networks per epoch.
-SMALL = (
-    "experiment=smoke",
-    "trainer.limit_train_batches=4",
-    "data.batch_size=16",
-    "model.g_width=16",
-    "model.d_width=16",
-    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
-    "callbacks.quality=null",
-    "callbacks.sample_grid.every_n_steps=null",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-)
+
+
+def quick(steps: int, width: int) -> tuple[str, ...]:
+    """Overrides of a real run quick enough for a test's own process: `steps` training steps per epoch of networks
+    `width` wide, without the metric, the progress bar or the parameter table."""
+    return (
+        "experiment=smoke",
+        f"trainer.limit_train_batches={steps}",
+        f"model.g_width={width}",
+        f"model.d_width={width}",
+        "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
+        "callbacks.quality=null",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    )
+
+
+SMALL = (*quick(4, 16), "data.batch_size=16", "callbacks.sample_grid.every_n_steps=null")
 # conftest.py's tiny_run, and what tests start from to train a few quick steps in their own process.
-TINY = (
-    "experiment=smoke",
-    "trainer.limit_train_batches=2",
-    "trainer.log_every_n_steps=1",
-    "model.g_width=8",
-    "model.d_width=8",
-    "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
-    "callbacks.quality=null",
-    "callbacks.progress_bar=null",
-    "callbacks.model_summary=null",
-)
+TINY = (*quick(2, 8), "trainer.log_every_n_steps=1")
 
 
 def compose_config(*overrides: str, output_dir: str = "/tmp/unused"):

@@ -85,6 +85,7 @@ class SeedStyleFiles(pl.Callback):
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
             columns = grid_columns(pl_module)
             images, _ = sample(pl_module, self.rows * columns, self.seed)
+            self.dirpath.mkdir(parents=True, exist_ok=True)  # when no weights were written this epoch
             save_grid(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", columns)
 
 

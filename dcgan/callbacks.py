@@ -211,8 +211,8 @@ class ProgressBar(TQDMProgressBar):
 
 class ParameterSummary(ModelSummary):
     """Lightning's table of the networks and their parameters, in the log, without its FLOPs column and total:
-    Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of, so every
-    count read 0."""
+    Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of (the summary
+    would pass it through the data module's hooks, made for MNIST batches), so every count read 0."""
 
     @staticmethod
     def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, **kwargs):

@@ -175,11 +175,11 @@ def main() -> None:
     parser.add_argument("--steps", type=cli.whole(1), default=20, help="training steps profiled (20)")
     parser.add_argument("overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=seed_repro")
     args = parser.parse_args()
-    ensure_mnist(args.data_root)
     with tempfile.TemporaryDirectory() as out:
         overrides = [f"output_dir={out}", f"data.root={args.data_root}", "callbacks.quality=null", *args.overrides]
         cfg = compose_train(overrides)
         cli.check(cfg, Train)
+        ensure_mnist(args.data_root)
         OmegaConf.update(cfg, "trainer.max_steps", 2 * (args.skip + args.steps))
         OmegaConf.update(cfg, "trainer.max_epochs", -1)
         profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}

@@ -15,6 +15,7 @@ from dcgan.data import (
     MNISTNotFoundError,
     deskewed,
     ensure_mnist,
+    found_clusters,
     load_mnist_tensors,
     pixel_clusters,
 )
@@ -137,3 +138,22 @@ def test_deskewed_clusters_keep_the_4s_with_4s(mnist_root):
     commonest = torch.stack([torch.bincount(digits[clusters == c], minlength=10).argmax() for c in range(100)])
     fours = digits == 4
     assert ((commonest[clusters] == 4) & fours).sum() / fours.sum() > 0.85
+
+
+def test_clusters_are_found_once_then_read_from_the_cache_and_found_anyway_without_one(
+    mnist_root, tmp_path, monkeypatch
+):
+    images, labels = (t[:3000] for t in load_mnist_tensors(mnist_root, train=True))
+    found = found_clusters(images, labels, 10, None, tmp_path / "cache")
+    assert torch.equal(found, pixel_clusters(images, 10))
+    assert torch.equal(found_clusters(images, labels, 20, 10, tmp_path / "cache") // 2, labels)  # within each digit
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one file per answer: k and the digits are in its name
+
+    def k_means_again(*args):
+        raise AssertionError("k-means ran again: the cache was not read")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("dcgan.data.pixel_clusters", k_means_again)
+        assert torch.equal(found_clusters(images, labels, 10, None, tmp_path / "cache"), found)
+    (tmp_path / "a-file").write_text("not a folder")  # a cache that cannot be written costs time, not the run
+    assert torch.equal(found_clusters(images, labels, 10, None, tmp_path / "a-file" / "cache"), found)

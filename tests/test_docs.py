@@ -7,7 +7,8 @@ A fenced block is `python` (run), `bash` (each command checked without doing its
   sweep, and the launcher's and sweeper's settings) and validated by its schema and rules, as the entry point
   does before it builds anything. A command meant for a GPU (`trainer=gpu`, `device=cuda`...) is validated with
   torch.cuda reporting 16 GPUs: this checks the config, not the GPU;
-- `python -m bench.<tool>` and `python -m dcgan.reports`: their arguments, parsed by the tool's own parser;
+- `python -m bench.<tool>` and `python -m dcgan.reports`: their arguments, parsed by the tool's own parser (and
+  the train.py overrides a tool takes, validated as above);
 - `python -m pytest`: the test files it names exist; `make <target>`: the Makefile has the target (and a
   gpu-check's ARGS parse); `tensorboard`: it is installed beside this python.
 Beside the blocks: every commit the docs name exists, every path, link and heading they point to exists, every
@@ -50,7 +51,7 @@ ENTRY_POINTS = {
     "export.py": ("export", schema.Export),
     "app.py": ("app", schema.App),
 }
-TOOLS = ("bench.throughput", "bench.classic", "bench.time_to_quality", "bench.recipe_plot", "dcgan.reports")
+TOOLS = re.compile(r"bench\.\w+|dcgan\.reports")  # the tools run with python -m, each with its own parser
 MAKE_TOOLS = {"gpu-check": "bench.gpu_check"}  # a target whose ARGS are a tool's arguments
 GPUS = 16  # what torch.cuda reports while a GPU command is validated
 ALL_AT_ONCE = 64  # a sweep of more jobs than this is checked one swept value at a time (Optuna samples anyway)
@@ -152,7 +153,7 @@ def test_every_command_in_the_docs_is_one_that_works(name, words, places, scratc
         check_entry_point(words[1], [with_places(w, places) for w in words[2:]], scratch, monkeypatch)
     elif program in ("python", "python3") and words[1:3] == ["-m", "pytest"]:
         check_pytest(words[3:])
-    elif program in ("python", "python3") and words[1] == "-m" and words[2] in TOOLS:
+    elif program in ("python", "python3") and words[1] == "-m" and TOOLS.fullmatch(words[2]):
         check_tool(words[2], [with_places(w, places) for w in words[3:]], monkeypatch)
     elif program == "make":
         check_make(words[1:], monkeypatch)
@@ -274,8 +275,14 @@ def check_tool(module: str, args: list[str], monkeypatch) -> None:
         raise Parsed(original(self, *a, **k))
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
-    with pytest.raises(Parsed):
+    with pytest.raises(Parsed) as parsed:
         tool.main()
+    if overrides := getattr(parsed.value.args[0], "overrides", None):  # bench.profile: train.py's overrides
+        values = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+        with monkeypatch.context() as machine:
+            if wants_gpu(values, overrides):
+                machine.setattr(torch.cuda, "device_count", lambda: GPUS)
+            check_values(values, schema.Train)
 
 
 def check_make(args: list[str], monkeypatch) -> None:

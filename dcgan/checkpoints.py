@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
-from dcgan.errors import UserFacingError
+from dcgan.errors import UserFacingError, first_line
 
 # checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 since.
 CHECKPOINT_FORMAT = 3
@@ -60,7 +60,7 @@ def read_checkpoint(path: str | Path) -> dict:
             raise ValueError("it has no hyper_parameters or state_dict")
     except Exception as err:  # zip, pickle and EOF errors all mean the same thing here
         # torch's own message goes on for several sentences; its first says what is wrong
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0].rstrip(".")
+        reason = first_line(err).split(". ")[0].rstrip(".")
         raise CheckpointError(
             f"ckpt_path={path} is not a readable checkpoint ({reason}): it is truncated or corrupt, or not written "
             "by this project's train.py. Give another one, e.g. the run's checkpoints/last.ckpt or an earlier "

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pytorch_lightning.utilities import rank_zero_only
 
-from dcgan.errors import UserFacingError
+from dcgan.errors import UserFacingError, first_line
 from dcgan.schema import Example, HydraSettings
 from dcgan.validation import RULES, BadInput, shown, writing_problem
 
@@ -243,7 +243,3 @@ def keys_beside(error: Exception) -> list[str]:
         return [str(key) for key in node.keys()] if node is not None else []
     except Exception:  # a node that is not a mapping
         return []
-
-
-def first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")

@@ -22,3 +22,9 @@ def rebuild(cls: type[UserFacingError], message: str, exit_code: int) -> UserFac
     Exception.__init__(err, message)
     err.exit_code = exit_code
     return err
+
+
+def first_line(err: Exception) -> str:
+    """The first line of err's message without its closing full stop (its type's name if it has no message): what
+    went wrong, to quote inside a sentence of ours."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")

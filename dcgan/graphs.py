@@ -21,6 +21,8 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 
+from dcgan.errors import first_line
+
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +112,7 @@ class CudaGraphs(pl.Callback):
             try:
                 self.replays[noise_std is not None] = Replay(trainer, pl_module, batch, noise_std)
             except RuntimeError as err:
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                reason = first_line(err)
                 log.warning("CUDA graphs are off: the capture failed (%s). Training goes on eagerly.", reason)
                 self.stop(pl_module)
                 return

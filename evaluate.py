@@ -18,8 +18,9 @@ from dcgan import cli
 from dcgan.checkpoints import checkpoints_in
 from dcgan.data import ensure_mnist
 from dcgan.machine import resolve_device
-from dcgan.metrics import SampleQuality, format_runs, load_classifier, real_digits, runs_summary
+from dcgan.metrics import SampleQuality, load_classifier, real_digits
 from dcgan.module import load_gan
+from dcgan.reports import format_runs, runs_summary
 from dcgan.sampling import sample
 from dcgan.schema import Evaluate
 

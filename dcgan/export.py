@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save
 from dcgan import models
 from dcgan.checkpoints import plain_state_dict, run_folder
 from dcgan.errors import UserFacingError
-from dcgan.metrics import format_scores
 from dcgan.models import DigitGenerator
 from dcgan.module import DCGAN
+from dcgan.reports import format_scores
 from dcgan.sampling import grid_columns, sample, save_grid
 
 FORMATS = ("safetensors", "torchscript", "onnx")

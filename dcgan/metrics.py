@@ -1,10 +1,9 @@
-"""How good are the generated digits.
+"""How good are the generated digits (docs/metric.md; dcgan.reports writes the scores as text).
 
-A small CNN trained on MNIST's training split supplies the feature space: the
-Frechet distance between its penultimate-layer features on generated digits
-and on the 10k test digits (torchmetrics' FrechetInceptionDistance with this
-network as `feature`, since Inception features know nothing about digits),
-plus the share of each digit the classifier reads (mode coverage), its mean
+A small CNN trained on MNIST's training split supplies the feature space, since Inception features know nothing
+about digits: the Frechet and kernel distances between its penultimate-layer features on generated digits and on
+the 10k test digits (torchmetrics', with this network as `feature`), precision, recall, density and coverage, how
+near the digits come to training digits, the share of each digit the classifier reads (mode coverage), its mean
 confidence and, for a conditional GAN, how often it reads the digit that was asked for.
 """
 
@@ -46,30 +45,17 @@ class MNISTClassifier(nn.Module):
             nn.Linear(64 * 7 * 7, self.num_features),
             nn.ReLU(),
         )
-        self.features.num_features = self.num_features  # torchmetrics reads it from the feature module
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.num_features, NUM_DIGITS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-@torch.no_grad()
-def accuracy(classifier: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    classifier.eval()
-    correct = sum(
-        (classifier(x).argmax(1) == y).sum().item()
-        for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True)
-    )
-    return correct / len(labels)
-
-
 def train_classifier(
     data_root: str, epochs: int = 4, seed: int = 0, device: str = "cpu", num_train: int | None = None
 ) -> tuple[MNISTClassifier, float]:
     """Train the classifier from scratch, reproducibly (fixed seed and data order). Returns it and its test accuracy.
-
-    `num_train` trains on the first that many training digits only, for quick checks.
-    """
+    `num_train` trains on the first that many training digits only, for quick checks."""
     images, labels = load_mnist_tensors(data_root, train=True)
     images, labels = to_model_range(images[:num_train]).to(device), labels[:num_train].to(device)
     steps_per_epoch = len(labels) // 128
@@ -89,9 +75,11 @@ def train_classifier(
                 optimizer.step()
                 schedule.step()
             log.info("MNIST classifier: epoch %d/%d done", epoch + 1, epochs)
+    classifier.eval()
     test_images, test_labels = load_mnist_tensors(data_root, train=False)
-    test_accuracy = accuracy(classifier, to_model_range(test_images).to(device), test_labels.to(device))
-    return classifier.eval(), test_accuracy
+    with torch.no_grad():
+        read = torch.cat([classifier(x.to(device)).argmax(1) for x in to_model_range(test_images).split(1000)])
+    return classifier, (read.cpu() == test_labels).sum().item() / len(test_labels)
 
 
 def load_classifier(path: str | Path, data_root: str, device: str = "cpu") -> MNISTClassifier:
@@ -172,19 +160,17 @@ class SampleQuality:
     """
 
     def __init__(self, classifier: MNISTClassifier, data_root: str, copying: bool, batch_size: int = 500):
-        self.classifier = classifier.eval()
-        self.batch_size = batch_size
+        self.classifier, self.batch_size = classifier.eval(), batch_size
         self.device = next(classifier.parameters()).device
         # sync_on_compute=False: under DDP only rank 0 scores (all its samples), so there is nobody to sync with.
-        self.fid = FrechetInceptionDistance(feature=Features(), reset_real_features=False, sync_on_compute=False)
+        options = {"reset_real_features": False, "sync_on_compute": False}
+        self.fid = FrechetInceptionDistance(Features(), **options).to(self.device)
         with warnings.catch_warnings():  # that it keeps every feature: 10k and one set of samples, a few MB
             warnings.filterwarnings("ignore", "Metric `Kernel Inception Distance` will save all extracted features")
-            self.kid = KernelInceptionDistance(feature=Features(), reset_real_features=False, sync_on_compute=False)
-        self.fid.to(self.device)
-        self.kid.to(self.device)
+            self.kid = KernelInceptionDistance(Features(), **options).to(self.device)
         test = self.features(to_model_range(load_mnist_tensors(data_root, train=False)[0]))[0]
-        self.fid.update(test, real=True)
-        self.kid.update(test, real=True)
+        for distance in (self.fid, self.kid):
+            distance.update(test, real=True)
         self.test = F.normalize(test, dim=1)
         self.test_radii = nearest_distances(self.test, self.test, NEAREST_K, skip_self=True)
         if copying:
@@ -195,12 +181,9 @@ class SampleQuality:
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The classifier's features (N, 128) and its probabilities (N, 10) of images (N, 1, 28, 28) in [-1, 1]."""
-        features, probabilities = [], []
-        for batch in images.split(self.batch_size):
-            batch_features = self.classifier.features(batch.to(self.device, torch.float32))
-            features.append(batch_features)
-            probabilities.append(F.softmax(self.classifier.head(batch_features), dim=1))
-        return torch.cat(features), torch.cat(probabilities)
+        batches = [self.classifier.features(b.to(self.device, torch.float32)) for b in images.split(self.batch_size)]
+        probabilities = [F.softmax(self.classifier.head(features), dim=1) for features in batches]
+        return torch.cat(batches), torch.cat(probabilities)
 
     @torch.no_grad()
     def score(
@@ -214,10 +197,9 @@ class SampleQuality:
         `training_digits`: the images are training digits (real=true, the floor), each then measured against the
         other training digits."""
         features, probabilities = self.features(images)
-        self.fid.reset()  # keeps the test split's features
-        self.kid.reset()
-        self.fid.update(features, real=False)
-        self.kid.update(features, real=False)
+        for distance in (self.fid, self.kid):
+            distance.reset()  # keeps the test split's features
+            distance.update(features, real=False)
         self.kid.subset_size = min(KID_SUBSET, len(features))
         with torch.random.fork_rng(devices=[]):  # KID draws its subsets from torch's stream: not a training run's
             torch.manual_seed(0)
@@ -246,70 +228,3 @@ def real_digits(data_root: str, num_samples: int, seed: int) -> torch.Tensor:
     images, _ = load_mnist_tensors(data_root, train=True)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
     return to_model_range(images[pick])
-
-
-# What evaluate.py prints of the scores, in order: the key, its label, and how a value is written.
-FIGURES = (
-    ("fid", "Frechet distance, FID (lower is better)", "{:.2f}"),
-    ("kid", "kernel distance, KID (lower is better)", "{:.3f}"),
-    ("precision", f"precision, k={NEAREST_K} (fakes that look real)", "{:.3f}"),
-    ("recall", f"recall, k={NEAREST_K} (reals the fakes cover)", "{:.3f}"),
-    ("density", f"density, k={NEAREST_K}", "{:.3f}"),
-    ("coverage", f"coverage, k={NEAREST_K}", "{:.3f}"),
-    ("copy_ratio", "nearest training digit, over test digits' (1: no copying)", "{:.3f}"),
-    ("copies", "nearer a training digit than 99% of test digits", "{:.1%}"),
-    ("confidence", "mean confidence of the classifier", "{:.3f}"),
-    ("label_accuracy", "read as the digit asked for", "{:.3f}"),
-    ("min_digit_share", "the rarest digit's share (10% is balance)", "{:.1%}"),
-)
-
-
-def figure(key: str, value: float) -> str:
-    return next(spec for k, _, spec in FIGURES if k == key).format(value)
-
-
-def format_scores(scores: dict[str, float], floor: dict[str, float] | None = None) -> str:
-    """The scores as evaluate.py prints them (and MODEL_CARD.md shows them), beside real digits' (the floor)."""
-    lines = [f"{'':<58}{'generated':>12}{'real digits' if floor else '':>14}"]
-    for key, label, _ in FIGURES:
-        if key in scores:
-            real = figure(key, floor[key]) if floor and key in floor else ""
-            lines.append(f"{label:<58}{figure(key, scores[key]):>12}{real:>14}")
-    lines.append("digit shares: " + "  ".join(f"{d}: {scores[f'digit_{d}_share']:.1%}" for d in range(NUM_DIGITS)))
-    return "\n".join(lines)
-
-
-def runs_summary(results: dict[str, dict[str, float]]) -> dict:
-    """One run's scores as they are; several runs' as {"runs": ..., "mean": ..., "std": ...} over the runs."""
-    if len(results) == 1:
-        return next(iter(results.values()))
-    keys = [key for key in next(iter(results.values())) if all(key in scores for scores in results.values())]
-    values = {key: torch.tensor([scores[key] for scores in results.values()], dtype=torch.float64) for key in keys}
-    return {
-        "runs": results,
-        "mean": {key: v.mean().item() for key, v in values.items()},
-        "std": {key: v.std().item() for key, v in values.items()},
-    }
-
-
-def format_runs(results: dict[str, dict[str, float]], floor: dict[str, float] | None = None) -> str:
-    """evaluate.py's report: one run's scores, or each figure's mean and spread (the standard deviation) over
-    several runs (seeds, say) and each run's own; beside them real digits' (the floor)."""
-    if len(results) == 1:
-        ((name, scores),) = results.items()
-        return f"{name}\n{format_scores(scores, floor)}"
-    summary = runs_summary(results)
-    names = [f"run {i + 1}: {name}" for i, name in enumerate(results)]
-    header = f"{'':<58}{'mean +- std':>20}" + "".join(f"{f'run {i + 1}':>10}" for i in range(len(results)))
-    lines = [*names, header + (f"{'real digits':>14}" if floor else "")]
-    for key, label, _ in FIGURES:
-        if key in summary["mean"]:
-            spread = f"{figure(key, summary['mean'][key])} +- {figure(key, summary['std'][key])}"
-            each = "".join(f"{figure(key, scores[key]):>10}" for scores in results.values())
-            real = f"{figure(key, floor[key]):>14}" if floor and key in floor else ""
-            lines.append(f"{label:<58}{spread:>20}{each}{real}")
-    for d in range(NUM_DIGITS):
-        key = f"digit_{d}_share"
-        spread = f"{summary['mean'][key]:.1%} +- {summary['std'][key]:.1%}"
-        lines.append(f"{f'share of the {d}':<58}{spread:>20}" + "".join(f"{s[key]:>10.1%}" for s in results.values()))
-    return "\n".join(lines)

@@ -1,9 +1,6 @@
-"""What a run reports: TensorBoard's HPARAMS row, and pictures readable without TensorBoard (the progress
-GIF and the training curves).
-
-Training writes the pictures into its run folder at the end; to (re)build them for any run folder:
-
-    python -m dcgan.reports outputs/runs/<run>
+"""What a run reports: TensorBoard's HPARAMS row, pictures readable without TensorBoard (the progress GIF and
+the training curves), and the quality metric's scores as text (evaluate.py, MODEL_CARD.md). Training writes
+the pictures into its run folder at the end; `python -m dcgan.reports outputs/runs/<run>` (re)builds them.
 """
 
 import os
@@ -14,83 +11,59 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from torch.utils.tensorboard.summary import hparams  # noqa: E402
 
 from dcgan import cli  # noqa: E402
+from dcgan.metrics import NEAREST_K, NUM_DIGITS  # noqa: E402
 
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
-LABEL_HEIGHT = 14
 # The HPARAMS table's metric columns: the quality metric and the scalars DCGAN.training_step logs.
 HPARAM_METRICS = (
-    "metric/fid",
-    "metric/kid",
-    "metric/precision",
-    "metric/recall",
-    "metric/min_digit_share",
-    "loss/d",
-    "loss/g",
-    "d/real",
-    "d/fake",
+    *(f"metric/{name}" for name in ("fid", "kid", "precision", "recall", "min_digit_share")),
+    *("loss/d", "loss/g", "d/real", "d/fake"),
 )
 
 
-def flatten(cfg: dict, prefix: str = "") -> dict:
-    """{"model": {"lr": 1e-4}} -> {"model.lr": 1e-4}; values TensorBoard cannot show become strings."""
+def compared_settings(cfg: dict, prefix: str = "") -> dict:
+    """The settings a person compares across runs, flat ({"model": {"lr": 1e-4}} -> {"model.lr": 1e-4}), as values
+    TensorBoard shows; not the `_target_` classes, the same in every run, nor absolute paths, which always differ."""
     flat = {}
     for key, value in cfg.items():
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
+            flat |= compared_settings(value, f"{prefix}{key}.")
+        elif not key.endswith("_target_") and not (isinstance(value, str) and os.path.isabs(value)):
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
 
 
-def compared_settings(cfg: DictConfig) -> dict:
-    """The settings a person compares across runs: model, data, trainer and seed, flat; not the `_target_`
-    classes, which are the same in every run, nor absolute paths, which differ in every run."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    flat = flatten({key: config[key] for key in ("model", "data", "trainer", "seed")})
-    return {
-        key: value
-        for key, value in flat.items()
-        if not key.endswith("_target_") and not (isinstance(value, str) and os.path.isabs(value))
-    }
-
-
 def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:
-    """Declare this run's row of TensorBoard's HPARAMS tab when it starts: its settings as columns and
-    HPARAM_METRICS as metric columns, which TensorBoard fills with each scalar's last value as the run goes.
-    (Lightning's log_hyperparams would also log a placeholder value for each metric, a false point on its curve.)"""
-    for summary in hparams(compared_settings(cfg), dict.fromkeys(HPARAM_METRICS, 0.0)):
+    """Declare this run's row of TensorBoard's HPARAMS tab when it starts: its model, data, trainer and seed as
+    columns and HPARAM_METRICS as metric columns, which TensorBoard fills with each scalar's last value as the run
+    goes. (Lightning's log_hyperparams would also log a placeholder value for each metric, a false point on its curve.)"""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    settings = compared_settings({key: config[key] for key in ("model", "data", "trainer", "seed")})
+    for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, 0.0)):
         logger.experiment.file_writer.add_summary(summary)
-
-
-def sample_grids(run_dir: Path) -> list[tuple[int, int, Path]]:
-    """(step, epoch, path) of each sample grid in the run, in training order."""
-    found = [(m, p) for p in (run_dir / "samples").glob("*.png") if (m := GRID_NAME.fullmatch(p.name))]
-    return sorted((int(m[1]), int(m[2]), p) for m, p in found)
 
 
 def write_progress_gif(run_dir: Path, frame_ms: int = 250, max_frames: int | None = None) -> Path | None:
     """progress.gif: the fixed-noise grids in training order, each frame labelled with its step and epoch.
-
-    `max_frames` keeps an evenly spaced subset (always with the last grid), for small files.
-    """
-    grids = sample_grids(run_dir)
+    `max_frames` keeps an evenly spaced subset (always with the last grid), for small files."""
+    found = [(m, p) for p in (run_dir / "samples").glob("*.png") if (m := GRID_NAME.fullmatch(p.name))]
+    grids = sorted((int(m[1]), int(m[2]), p) for m, p in found)
     if not grids:
         return None
     if max_frames and len(grids) > max_frames:
-        last = len(grids) - 1
-        grids = [grids[round(i * last / (max_frames - 1))] for i in range(max_frames)]
+        grids = [grids[round(i * (len(grids) - 1) / (max_frames - 1))] for i in range(max_frames)]
     frames = []
     for step, epoch, path in grids:
-        with Image.open(path) as grid:
-            frame = Image.new("L", (grid.width, grid.height + LABEL_HEIGHT), color=0)
-            frame.paste(grid.convert("L"), (0, LABEL_HEIGHT))
+        with Image.open(path) as grid:  # with a black band of 14 pixels above it for the label
+            frame = ImageOps.expand(grid.convert("L"), (0, 14, 0, 0), fill=0)
         ImageDraw.Draw(frame).text((3, 1), f"step {step}  epoch {epoch}", fill=255)
         frames.append(frame)
     durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 8]  # linger on the final grid
@@ -119,9 +92,9 @@ def write_curves(run_dir: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3 if fid else 2, figsize=(15 if fid else 10, 3.8), constrained_layout=True)
     for tag, label in (("loss/d", "loss_D"), ("loss/g", "loss_G")):
         axes[0].plot(*zip(*scalars[tag], strict=True), label=label)
-    axes[0].set(title="Losses", xlabel="step")
     for tag, label in (("d/real", "D(x)"), ("d/fake", "D(G(z))")):
         axes[1].plot(*zip(*scalars[tag], strict=True), label=label)
+    axes[0].set(title="Losses", xlabel="step")
     axes[1].set(title="Discriminator outputs", xlabel="step", ylim=(0, 1))
     if fid:
         epochs = [epoch_at_step.get(step, float("nan")) + 1 for step, _ in fid]
@@ -136,6 +109,76 @@ def write_curves(run_dir: Path) -> Path | None:
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return out
+
+
+# What evaluate.py prints of the scores, in order: the key, its label, and how a value is written.
+FIGURES = (
+    ("fid", "Frechet distance, FID (lower is better)", "{:.2f}"),
+    ("kid", "kernel distance, KID (lower is better)", "{:.3f}"),
+    ("precision", f"precision, k={NEAREST_K} (fakes that look real)", "{:.3f}"),
+    ("recall", f"recall, k={NEAREST_K} (reals the fakes cover)", "{:.3f}"),
+    ("density", f"density, k={NEAREST_K}", "{:.3f}"),
+    ("coverage", f"coverage, k={NEAREST_K}", "{:.3f}"),
+    ("copy_ratio", "nearest training digit, over test digits' (1: no copying)", "{:.3f}"),
+    ("copies", "nearer a training digit than 99% of test digits", "{:.1%}"),
+    ("confidence", "mean confidence of the classifier", "{:.3f}"),
+    ("label_accuracy", "read as the digit asked for", "{:.3f}"),
+    ("min_digit_share", "the rarest digit's share (10% is balance)", "{:.1%}"),
+)
+
+
+def figure(key: str, value: float) -> str:
+    return next(spec for k, _, spec in FIGURES if k == key).format(value)
+
+
+def format_scores(scores: dict[str, float], floor: dict[str, float] | None = None) -> str:
+    """The scores as evaluate.py prints them (and MODEL_CARD.md shows them), beside real digits' (the floor)."""
+    lines = [f"{'':<58}{'generated':>12}{'real digits' if floor else '':>14}"]
+    for key, label, _ in FIGURES:
+        if key in scores:
+            real = figure(key, floor[key]) if floor and key in floor else ""
+            lines.append(f"{label:<58}{figure(key, scores[key]):>12}{real:>14}")
+    lines.append("digit shares: " + "  ".join(f"{d}: {scores[f'digit_{d}_share']:.1%}" for d in range(NUM_DIGITS)))
+    return "\n".join(lines)
+
+
+def runs_summary(results: dict[str, dict[str, float]]) -> dict:
+    """One run's scores as they are; several runs' as {"runs": ..., "mean": ..., "std": ...} over the runs."""
+    runs = list(results.values())
+    if len(runs) == 1:
+        return runs[0]
+    keys = [key for key in runs[0] if all(key in scores for scores in runs)]
+    values = {key: torch.tensor([scores[key] for scores in runs], dtype=torch.float64) for key in keys}
+    return {
+        "runs": results,
+        "mean": {key: v.mean().item() for key, v in values.items()},
+        "std": {key: v.std().item() for key, v in values.items()},
+    }
+
+
+def format_runs(results: dict[str, dict[str, float]], floor: dict[str, float] | None = None) -> str:
+    """evaluate.py's report: one run's scores, or each figure's mean and spread (the standard deviation) over
+    several runs (seeds, say) and each run's own; beside them real digits' (the floor)."""
+    if len(results) == 1:
+        ((name, scores),) = results.items()
+        return f"{name}\n{format_scores(scores, floor)}"
+    summary = runs_summary(results)
+    header = f"{'':<58}{'mean +- std':>20}" + "".join(f"{f'run {i + 1}':>10}" for i in range(len(results)))
+    lines = [
+        *(f"run {i + 1}: {name}" for i, name in enumerate(results)),
+        header + (f"{'real digits':>14}" if floor else ""),
+    ]
+    for key, label, _ in FIGURES:
+        if key in summary["mean"]:
+            spread = f"{figure(key, summary['mean'][key])} +- {figure(key, summary['std'][key])}"
+            each = "".join(f"{figure(key, scores[key]):>10}" for scores in results.values())
+            real = f"{figure(key, floor[key]):>14}" if floor and key in floor else ""
+            lines.append(f"{label:<58}{spread:>20}{each}{real}")
+    for d in range(NUM_DIGITS):
+        key = f"digit_{d}_share"
+        spread = f"{summary['mean'][key]:.1%} +- {summary['std'][key]:.1%}"
+        lines.append(f"{f'share of the {d}':<58}{spread:>20}" + "".join(f"{s[key]:>10.1%}" for s in results.values()))
+    return "\n".join(lines)
 
 
 def main() -> None:

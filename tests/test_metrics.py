@@ -11,13 +11,13 @@ import torch
 from dcgan.data import load_mnist_tensors, to_model_range, to_uint8
 from dcgan.metrics import (
     SampleQuality,
-    format_runs,
     load_classifier,
     nearest_distances,
     precision_recall_density_coverage,
     real_digits,
     train_classifier,
 )
+from dcgan.reports import format_runs
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from dcgan import cli  # noqa: E402
+from dcgan.reports import read_scalars  # noqa: E402
 
 CLASSIC_IMAGES_PER_EPOCH = 468 * 128  # 60k digits in full batches of 128
 TAGS = ("metric/fid", "metric/min_digit_share")
@@ -31,13 +31,8 @@ TAGS = ("metric/fid", "metric/min_digit_share")
 def project_points(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
     """{tag: [(seconds since the run started, value)]} for the quality metrics of one run."""
     start = (run_dir / ".hydra").stat().st_mtime  # Hydra writes it first, before anything is built
-    points = {}
-    for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
-        acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0}).Reload()
-        for tag in TAGS:
-            if tag in acc.Tags()["scalars"]:
-                points.setdefault(tag, []).extend((e.wall_time - start, e.value) for e in acc.Scalars(tag))
-    return points
+    scalars = read_scalars(run_dir, x="wall_time")
+    return {tag: [(time - start, value) for time, value in scalars[tag]] for tag in TAGS if tag in scalars}
 
 
 def classic_points(path: Path, images_per_s: float | None) -> dict[str, list[tuple[float, float]]]:

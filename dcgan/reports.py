@@ -72,13 +72,14 @@ def write_progress_gif(run_dir: Path, frame_ms: int = 250, max_frames: int | Non
     return out
 
 
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar the run logged to TensorBoard: tag -> [(step, value), ...]."""
+def read_scalars(run_dir: Path, x: str = "step") -> dict[str, list[tuple[float, float]]]:
+    """Every scalar the run logged to TensorBoard: tag -> [(x, value), ...] in x's order, x being each point's
+    `step` or `wall_time` (seconds since 1970)."""
     series = {}
-    for event_file in sorted((run_dir / "tensorboard").glob("events.out.tfevents.*")):
+    for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
         acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0}).Reload()
         for tag in acc.Tags()["scalars"]:
-            series.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+            series.setdefault(tag, []).extend((getattr(e, x), e.value) for e in acc.Scalars(tag))
     return {tag: sorted(points) for tag, points in series.items()}
 
 

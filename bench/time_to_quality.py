@@ -19,10 +19,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from dcgan import cli  # noqa: E402
-from dcgan.reports import read_scalars  # noqa: E402
+from dcgan.reports import plain_numbers, read_scalars  # noqa: E402
 
 CLASSIC_IMAGES_PER_EPOCH = 468 * 128  # 60k digits in full batches of 128
 TAGS = ("metric/fid", "metric/min_digit_share")
@@ -80,7 +79,7 @@ def main() -> None:
             minutes, values = zip(*[(t / 60, v) for t, v in points[tag]], strict=True)
             ax.plot(minutes, values, marker="o", markersize=3, label=label)
     ax_fid.set(xlabel="wall-clock minutes", ylabel="FID (classifier features, lower is better)", yscale="log")
-    ax_fid.yaxis.set_major_formatter(ScalarFormatter())
+    plain_numbers(ax_fid.yaxis)
     ax_share.axhline(0.07, color="grey", linestyle="--", linewidth=1, label="7%: every digit covered")
     ax_share.set(xlabel="wall-clock minutes", ylabel="share of the rarest digit")
     # Where the curves are not: FID falls from the upper left, the rarest share rises from the lower left.

@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import LogFormatter, ScalarFormatter  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from PIL import Image, ImageDraw, ImageOps  # noqa: E402
 from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
@@ -83,6 +84,13 @@ def read_scalars(run_dir: Path, x: str = "step") -> dict[str, list[tuple[float, 
     return {tag: sorted(points) for tag, points in series.items()}
 
 
+def plain_numbers(axis) -> None:
+    """Label a log axis's ticks 3, 4, 10 rather than matplotlib's 3 x 10^0, 4 x 10^0, 10^1. (LogFormatter labels
+    the minor ticks matplotlib would: ScalarFormatter would label all, and they overlap beyond one decade.)"""
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def write_curves(run_dir: Path) -> Path | None:
     """curves.png: losses and D's outputs over steps, and the quality metrics over epochs."""
     scalars = read_scalars(run_dir)
@@ -103,6 +111,7 @@ def write_curves(run_dir: Path) -> Path | None:
         if "floor/fid" in scalars:
             axes[2].axhline(scalars["floor/fid"][0][1], color="gray", linestyle="--", label="real digits")
         axes[2].set(title="Quality", xlabel="epoch", yscale="log")
+        plain_numbers(axes[2].yaxis)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

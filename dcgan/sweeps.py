@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dcgan.checkpoints import write_atomically
-from dcgan.reports import read_scalars
+from dcgan.reports import plain_numbers, read_scalars
 
 
 def objective(metrics: dict) -> float:
@@ -122,6 +122,7 @@ def write_figure(path: Path, rows: list[dict]) -> None:
             steps, fids = zip(*scalars["metric/fid"], strict=True)
             curves.plot([epoch_at_step.get(s, math.nan) + 1 for s in steps], fids, marker="o", label=name)
     curves.set(title="Frechet distance per epoch", xlabel="epoch", yscale="log")
+    plain_numbers(curves.yaxis)
     if curves.lines:
         curves.legend(fontsize="small")
     png = io.BytesIO()

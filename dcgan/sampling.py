@@ -1,8 +1,5 @@
-"""Drawing digits from a trained GAN: seeded samples, walks through latent space, and grids as PNG files.
-
-Training's grids and metric, generate.py, evaluate.py, export.py and the demo page all draw through here, so
-the same seed gives the same digits everywhere.
-"""
+"""Drawing digits from a trained GAN: seeded samples, walks through latent space, and grids as PNG files. Training's
+grids and metric, generate.py, evaluate.py, export.py and app.py all draw here: the same seed, the same digits."""
 
 from pathlib import Path
 
@@ -43,27 +40,17 @@ def sample(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n digits (in [-1, 1], on the CPU) from seed `seed`'s latent points, and the labels they were drawn for:
     `labels` if given, else a conditional model's every digit equally often (None for an unconditional one)."""
-    z = latents(n, gan.hparams.latent_dim, seed).to(gan.device)
-    if labels is None:
-        labels = requested_labels(gan, None, n)
-    labels = None if labels is None else labels.to(gan.device)
-    images = torch.cat(
-        [
-            gan.generate(z[i : i + batch_size], None if labels is None else labels[i : i + batch_size]).cpu()
-            for i in range(0, n, batch_size)
-        ]
-    )
+    z = latents(n, gan.hparams.latent_dim, seed).to(gan.device).split(batch_size)
+    labels = requested_labels(gan, None, n) if labels is None else labels
+    labels_of = [None] * len(z) if labels is None else labels.to(gan.device).split(batch_size)
+    images = torch.cat([gan.generate(*batch).cpu() for batch in zip(z, labels_of, strict=True)])
     return images, None if labels is None else labels.cpu()
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between latents z0 and z1 (D,) at fractions t (T,): (T, D).
-
-    Gaussian latents concentrate near a sphere; walking along it, rather than on the
-    straight line through its inside, keeps every point typical of what G was trained on.
-    """
-    cos_omega = torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1)
-    omega = torch.arccos(cos_omega)
+    """Spherical interpolation between latents z0 and z1 (D,) at fractions t (T,): (T, D). Gaussian latents
+    concentrate near a sphere: walking along it, not through its inside, keeps every point typical of G's inputs."""
+    omega = torch.arccos(torch.dot(z0 / z0.norm(), z1 / z1.norm()).clamp(-1, 1))
     if omega.abs() < 1e-4:  # (nearly) the same direction: the straight line is the arc
         return torch.lerp(z0, z1, t[:, None])
     return (torch.sin((1 - t) * omega)[:, None] * z0 + torch.sin(t * omega)[:, None] * z1) / torch.sin(omega)
@@ -71,9 +58,8 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def walk(gan: DCGAN, ends: torch.Tensor, steps: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after
-    walk, and their labels: a conditional model draws one digit per walk (`digits` in turn, as requested_labels
-    gives them)."""
+    """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after walk,
+    and their labels: a conditional model draws one digit per walk (`digits` in turn, as requested_labels gives)."""
     t = torch.linspace(0, 1, steps)
     z = torch.cat([slerp(a, b, t) for a, b in ends]).to(gan.device)
     walk_labels = requested_labels(gan, digits, len(ends))
@@ -87,8 +73,7 @@ def walks(gan: DCGAN, count: int, steps: int, seed: int, digits=None) -> tuple[t
 
 
 def grid_columns(gan: DCGAN) -> int:
-    """Digits per grid row: 10 for a conditional model (a column per digit, as requested_labels cycles them),
-    else 8."""
+    """Digits per grid row: 10 for a conditional model (a column per digit, as requested_labels cycles them), else 8."""
     return 10 if gan.num_classes else 8
 
 

@@ -24,12 +24,16 @@ from dcgan import cli
 from dcgan.checkpoints import read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
 from dcgan.module import DCGAN
-from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
+from dcgan.sampling import grid_columns, latents, requested_labels, sample, save_grid, walk
 from dcgan.schema import App
 
 # The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
 CSS = (
     ".digits .image-frame, .digits img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"
+)
+# The images the page shows: the files Demo drew, downloadable, filling their boxes (CSS).
+IMAGE = dict(
+    type="filepath", format="png", interactive=False, buttons=["download", "fullscreen"], elem_classes="digits"
 )
 SOURCES = ("sample grids", "checkpoints")
 
@@ -39,14 +43,13 @@ class PageError(UserFacingError):
 
 
 def checkpoint(path: Path):
-    """A checkpoint's GAN (on the CPU) and when it was saved."""
-    # The file's time is part of the key: a last.ckpt that training has rewritten since is read again.
+    """A checkpoint's GAN (on the CPU) and when it was saved, read once while the file stays the same (a last.ckpt
+    training rewrites is read again): the progress slider returns to the same ones, and reading is most of the time."""
     return read_once(path, path.stat().st_mtime_ns if path.is_file() else None)
 
 
 @functools.lru_cache(maxsize=16)
 def read_once(path: Path, mtime_ns: int | None):
-    """Checkpoints are read once: the progress slider returns to the same ones, and reading is most of the time."""
     checkpoint = read_checkpoint(path)
     return DCGAN.from_checkpoint(checkpoint), saved_at(checkpoint, path)
 
@@ -67,7 +70,7 @@ class Demo:
     """What the page's controls call: each draws on the CPU and returns the PNG (or GIF) the page shows."""
 
     def __init__(self, ckpt: Path, run: Path, out: Path):
-        self.ckpt, self.run, self.out = ckpt, run, out
+        self.run, self.out = run, out
         self.gan, self.saved = checkpoint(ckpt)
         # The page's events run in threads at once, and drawing switches BatchNorm's mode for its duration:
         # two draws at once would let one run with the other's mode and update the running statistics.
@@ -84,15 +87,9 @@ class Demo:
 
     def walk(self, seed_a, seed_b, steps, digit=None) -> tuple[str, str]:
         """`steps` digits along the great circle from seed A's latent point to seed B's: a GIF and a strip."""
-        a, b, steps = (
-            box_value(seed_a, "Seed A"),
-            box_value(seed_b, "Seed B"),
-            box_value(steps, "The number of steps", 2),
-        )
-        ends = torch.stack(
-            [torch.randn(self.gan.hparams.latent_dim, generator=torch.Generator().manual_seed(s)) for s in (a, b)]
-        )
-        digits = None if digit is None else [int(digit)]
+        a, b = box_value(seed_a, "Seed A"), box_value(seed_b, "Seed B")
+        steps, digits = box_value(steps, "The number of steps", 2), None if digit is None else [int(digit)]
+        ends = torch.cat([latents(1, self.gan.hparams.latent_dim, seed) for seed in (a, b)])  # each seed's point
         with self.drawing:
             images, _ = walk(self.gan, ends[None], steps, digits)
         strip = self.out / f"walk_seed{a}_to_{b}_{steps}{tag(digits)}.png"
@@ -140,78 +137,71 @@ class Demo:
         return gr.Slider(maximum=last, value=last), *self.progress(source, last, seed)
 
 
+def grid_tab(demo: Demo, blocks: gr.Blocks) -> None:
+    """Digits from a seed, as many as asked; a conditional model's are the digits ticked."""
+    classes, columns = demo.gan.num_classes or 0, grid_columns(demo.gan)
+    with gr.Tab("Grid", elem_id="tab_grid"):
+        with gr.Row():
+            seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
+            count = gr.Slider(1, 256, value=columns**2, step=1, label="Digits", elem_id="grid_count")
+            label = "Which digits (none ticked: all, in turn)"
+            digits = gr.CheckboxGroup(list(range(classes)), visible=bool(classes), label=label, elem_id="grid_digits")
+        draw = gr.Button("Draw", variant="primary", elem_id="grid_draw")
+        grid = gr.Image(**IMAGE, label=f"Grid, {columns} to a row", elem_id="grid", height=480)
+    for trigger in (draw.click, seed.submit, blocks.load):
+        trigger(demo.grid, [seed, count, digits], grid)
+
+
+def walk_tab(demo: Demo, blocks: gr.Blocks) -> None:
+    """A walk from one seed's latent point to another's; a conditional model draws the digit picked."""
+    classes = demo.gan.num_classes or 0
+    with gr.Tab("Walk", elem_id="tab_walk"):
+        with gr.Row():
+            seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
+            seed_b = gr.Number(1, label="To seed", precision=0, minimum=0, elem_id="walk_b")
+            steps = gr.Slider(2, 32, value=16, step=1, label="Steps", elem_id="walk_steps")
+            first = 0 if classes else None
+            digit = gr.Dropdown(
+                list(range(classes)), value=first, visible=bool(classes), label="Digit", elem_id="walk_digit"
+            )
+        go = gr.Button("Walk", variant="primary", elem_id="walk_go")
+        with gr.Row():
+            animation = gr.Image(**IMAGE, label="The walk, there and back (GIF)", elem_id="walk_gif", height=240)
+            label = "Its steps, from the first seed to the second"
+            strip = gr.Image(**IMAGE, label=label, elem_id="walk_strip", height=240, scale=3)
+    for trigger in (go.click, blocks.load):
+        trigger(demo.walk, [seed_a, seed_b, steps, digit], [animation, strip])
+
+
+def progress_tab(demo: Demo, blocks: gr.Blocks, run_name: str) -> None:
+    """The run's sample grids or checkpoints on a slider, from the start of training to its end."""
+    source = SOURCES[0] if demo.items(SOURCES[0]) else SOURCES[1]
+    last = max(len(demo.items(source)) - 1, 0)
+    with gr.Tab("Progress", elem_id="tab_progress"):
+        with gr.Row():
+            sources = gr.Radio(list(SOURCES), value=source, label=f"Of {run_name}", elem_id="progress_source")
+            label = "From the start of training to its end"
+            position = gr.Slider(0, last, value=last, step=1, label=label, elem_id="progress_index")
+            seed = gr.Number(0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed")
+        caption = gr.Markdown(elem_id="progress_caption")
+        shown = gr.Image(**IMAGE, label="Progress", elem_id="progress", height=480)
+    sources.change(demo.pick_source, [sources, seed], [position, shown, caption])
+    for trigger in (position.change, seed.submit, blocks.load):
+        trigger(demo.progress, [sources, position, seed], [shown, caption], trigger_mode="always_last")
+
+
 def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
     """The page; it names the checkpoint and the run as the user gave them."""
-    gan, columns = demo.gan, grid_columns(demo.gan)
-    kind = "a conditional GAN: pick the digits" if gan.num_classes else "an unconditional DCGAN"
-    image = functools.partial(
-        gr.Image,
-        type="filepath",
-        format="png",
-        interactive=False,
-        buttons=["download", "fullscreen"],
-        elem_classes="digits",
-    )
+    kind = "a conditional GAN: pick the digits" if demo.gan.num_classes else "an unconditional DCGAN"
     # delete_cache: the copies Gradio serves go when the page stops, and those an hour old every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
             f"## DCGAN digits\n`{ckpt_name}`: {kind}; saved at training step {demo.saved['step']} "
             f"(epoch {demo.saved['epoch']}). Each image's download button saves it as a PNG."
         )
-        with gr.Tab("Grid", elem_id="tab_grid"):
-            with gr.Row():
-                seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
-                count = gr.Slider(1, 256, value=columns**2, step=1, label="Digits", elem_id="grid_count")
-                digits = gr.CheckboxGroup(
-                    list(range(gan.num_classes or 0)),
-                    visible=bool(gan.num_classes),
-                    label="Which digits (none ticked: all, in turn)",
-                    elem_id="grid_digits",
-                )
-            draw = gr.Button("Draw", variant="primary", elem_id="grid_draw")
-            grid = image(label=f"Grid, {columns} to a row", elem_id="grid", height=480)
-        with gr.Tab("Walk", elem_id="tab_walk"):
-            with gr.Row():
-                seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
-                seed_b = gr.Number(1, label="To seed", precision=0, minimum=0, elem_id="walk_b")
-                steps = gr.Slider(2, 32, value=16, step=1, label="Steps", elem_id="walk_steps")
-                digit = gr.Dropdown(
-                    list(range(gan.num_classes or 0)),
-                    value=0 if gan.num_classes else None,
-                    visible=bool(gan.num_classes),
-                    label="Digit",
-                    elem_id="walk_digit",
-                )
-            go = gr.Button("Walk", variant="primary", elem_id="walk_go")
-            with gr.Row():
-                animation = image(label="The walk, there and back (GIF)", elem_id="walk_gif", height=240)
-                strip = image(
-                    label="Its steps, from the first seed to the second", elem_id="walk_strip", height=240, scale=3
-                )
-        with gr.Tab("Progress", elem_id="tab_progress"):
-            source = SOURCES[0] if demo.items(SOURCES[0]) else SOURCES[1]
-            last = max(len(demo.items(source)) - 1, 0)
-            with gr.Row():
-                sources = gr.Radio(list(SOURCES), value=source, label=f"Of {run_name}", elem_id="progress_source")
-                position = gr.Slider(
-                    0, last, value=last, step=1, label="From the start of training to its end", elem_id="progress_index"
-                )
-                progress_seed = gr.Number(
-                    0, label="Seed (checkpoints)", precision=0, minimum=0, elem_id="progress_seed"
-                )
-            caption = gr.Markdown(elem_id="progress_caption")
-            shown = image(label="Progress", elem_id="progress", height=480)
-
-        grid_inputs = [seed, count, digits] if gan.num_classes else [seed, count]
-        walk_inputs = [seed_a, seed_b, steps, digit] if gan.num_classes else [seed_a, seed_b, steps]
-        progress_inputs = [sources, position, progress_seed]
-        for trigger in (draw.click, seed.submit, blocks.load):
-            trigger(demo.grid, grid_inputs, grid)
-        for trigger in (go.click, blocks.load):
-            trigger(demo.walk, walk_inputs, [animation, strip])
-        sources.change(demo.pick_source, [sources, progress_seed], [position, shown, caption])
-        for trigger in (position.change, progress_seed.submit, blocks.load):
-            trigger(demo.progress, progress_inputs, [shown, caption], trigger_mode="always_last")
+        grid_tab(demo, blocks)
+        walk_tab(demo, blocks)
+        progress_tab(demo, blocks, run_name)
     return blocks
 
 

@@ -12,8 +12,8 @@ A fenced block is `python` (run), `bash` (each command checked without doing its
 - `python -m pytest`: the test files it names exist; `make <target>`: the Makefile has the target (and a
   gpu-check's ARGS parse); `tensorboard`: it is installed beside this python.
 Beside the blocks: every commit the docs name exists, every path, link and heading they point to exists, every
-picture in docs/images is shown, docs/configs.md names every group, option and callback of conf/, and the docs
-keep to their line budgets.
+picture in docs/images is shown, every dcgan.<module>.<name> they name exists, docs/configs.md names every group,
+option and callback of conf/, and the docs keep to their line budgets.
 """
 
 import argparse
@@ -359,6 +359,7 @@ def test_every_commit_the_docs_name_exists():
 
 
 REPO_PATH = re.compile(r"`((?:dcgan|bench|tests|conf|docs)/[\w./-]*)`")
+DOTTED = re.compile(r"\b(dcgan\.[a-z_]+)\.([A-Za-z_]+)\b")  # dcgan.<module>.<name>
 LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
 
 
@@ -383,6 +384,10 @@ def test_every_path_and_link_the_docs_name_exists():
                 missing.append(f"{page.name}: ({target})")
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 missing.append(f"{page.name}: ({target}#{anchor})")
+    for page in PAGES:
+        for module, name in DOTTED.findall(page.read_text()):
+            if not hasattr(importlib.import_module(module), name):
+                missing.append(f"{page.name}: {module}.{name}")
     assert not missing, f"named in the docs, not in the repository: {missing}"
     shown = "".join(page.read_text() for page in PAGES)
     unshown = [p.name for p in sorted((REPO / "docs" / "images").iterdir()) if p.name not in shown]

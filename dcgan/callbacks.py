@@ -90,19 +90,19 @@ class SeedStyleFiles(pl.Callback):
 
 
 class QualityMetrics(pl.Callback):
-    """At the end of every `every_n_epochs` epochs and of the last, score `num_samples` generated digits (see
-    dcgan.metrics) and log `metric/<figure>` and the `digits/<d>` shares; once, those of as many real digits, the
+    """At the end of every `every_n_epochs` epochs (null: none) and of the last, score `num_samples` generated digits
+    (see dcgan.metrics) and log `metric/<figure>` and the `digits/<d>` shares; once, those of as many real digits, the
     floor, as `floor/<figure>`. Always from seed 0's latent points (as evaluate.py), so changes come from the model,
     not the draw; without evaluate.py's copying check, which needs the training digits' features (some seconds)."""
 
-    def __init__(self, classifier_path: str, num_samples: int, every_n_epochs: int):
+    def __init__(self, classifier_path: str, num_samples: int, every_n_epochs: int | None):
         self.classifier_path, self.num_samples, self.every_n_epochs = classifier_path, num_samples, every_n_epochs
         self.quality = None  # built on first use: it loads (or trains) the classifier
         self.scored_epoch: int | None = None  # the last epoch scored, counted from 1 (ProgressLog's epoch lines)
 
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
-        due = epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs  # the run's end is always scored
+        due = self.every_n_epochs and epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs  # and the end
         if not due or not trainer.is_global_zero:
             return
         self.scored_epoch = epoch

@@ -105,8 +105,10 @@ def at(tree: dict, key: str, missing=None):
 def field(schema: type[BaseModel], key: str) -> FieldInfo:
     """The schema's declaration of `key`."""
     *parents, leaf = key.split(".")
-    for part in parents:
-        schema = next(a for a in annotations(schema.model_fields[part].annotation) if isinstance(a, type))
+    for part in parents:  # a part that is no field is a key of a dict (callbacks.<name>), whose values share a schema
+        if part in schema.model_fields:
+            inner = annotations(schema.model_fields[part].annotation)
+            schema = next(a for a in inner if isinstance(a, type) and issubclass(a, BaseModel))
     return next(f for name, f in schema.model_fields.items() if leaf in (name, f.alias))
 
 
@@ -139,7 +141,8 @@ class CheckHydraSettings(Callback):
         self.check(config, "sweep")
         try:
             plugins = {
-                name: OmegaConf.to_container(config.hydra[name], resolve=True) for name in ("launcher", "sweeper")
+                name: OmegaConf.to_container(config.hydra[name], resolve=True, enum_to_str=True)
+                for name in ("launcher", "sweeper")
             }
             check_values({"hydra": plugins}, HydraSettings)
         except (UserFacingError, OmegaConfBaseException) as err:

@@ -1,6 +1,6 @@
 """The one base class of the failures a user can act on.
 
-train.py, generate.py, evaluate.py and export.py print such a failure's
+train.py, generate.py, evaluate.py, export.py and app.py print such a failure's
 message as one paragraph, without a traceback, and exit with its code; any
 other exception is a bug and keeps its traceback.
 """

@@ -174,72 +174,31 @@ class Trainer(Built):
     sync_batchnorm: Flag = False  # trainer=ddp
 
 
-class Callbacks(Section):
-    """Every callback conf/callbacks/default.yaml sets (null drops one); a user's own (+callbacks.mine._target_=...)
-    may take any arguments."""
+class Callback(Built):
+    """A callback of conf/callbacks/default.yaml (null drops one): its arguments, each with one domain whichever
+    callback takes it. A user's own callback (+callbacks.mine._target_=...) may take others."""
 
     model_config = ConfigDict(extra="allow")
-    __pydantic_extra__: dict[str, Instance | None]
-
-    class CudaGraph(Built):
-        enabled: Flag
-        warmup_steps: Count
-
-    class SampleGrid(Built):
-        dirpath: Folder
-        every_n_steps: Count | None
-        every_n_epochs: Count | None
-        rows: Count
-        seed: Seed
-
-    class SeedFiles(Built):
-        dirpath: Folder
-        enabled: Flag
-        weights_every_n_epochs: Count | None
-        image_every_n_epochs: Count | None
-        rows: Count
-        seed: Seed
-
-    class Quality(Built):
-        classifier_path: Classifier
-        num_samples: Samples
-        every_n_epochs: Count
-
-    class RunFolder(Built):
-        run_dir: Folder
-
-    class Checkpoint(Built):
-        dirpath: Folder
-        filename: Text
-        auto_insert_metric_name: Flag
-        every_n_epochs: Count
-        save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")]
-        save_last: Flag
-
-    class RandomState(Built):
-        seed: Seed
-
-    class Collapse(Built):
-        d_fake_below: Fraction
-        loss_g_above: NonNegative
-        patience: Count
-
-    class Summary(Built):
-        max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")]
-
-    finite_losses: Built | None
-    cuda_graph: CudaGraph | None
-    sample_grid: SampleGrid | None
-    seed_files: SeedFiles | None
-    quality: Quality | None
-    report: RunFolder | None
-    progress_log: RunFolder | None
-    checkpoint: Checkpoint | None
-    random_state: RandomState | None
-    stop_on_signal: Built | None
-    collapse_warning: Collapse | None
-    model_summary: Summary | None
-    progress_bar: Built | None
+    enabled: Flag = None
+    warmup_steps: Count = None
+    dirpath: Folder = None
+    run_dir: Folder = None
+    every_n_steps: Count | None = None
+    every_n_epochs: Count | None = None
+    weights_every_n_epochs: Count | None = None
+    image_every_n_epochs: Count | None = None
+    rows: Count = None
+    seed: Seed = None
+    classifier_path: Classifier = None
+    num_samples: Samples = None
+    filename: Text = None
+    auto_insert_metric_name: Flag = None
+    save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")] = None
+    save_last: Flag = None
+    d_fake_below: Fraction = None
+    loss_g_above: NonNegative = None
+    patience: Count = None
+    max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")] = None
 
 
 class Logger(Built):
@@ -265,7 +224,7 @@ class Train(Section):
     model: Model
     data: Data
     trainer: Trainer
-    callbacks: Callbacks
+    callbacks: dict[str, Callback | None]
     logger: Logger
 
 

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import os
 import re
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,11 @@ def missing(schema_class, config: dict, prefix: str = "") -> list[str]:
             found += [prefix + key] if declared.is_required() else []
         elif isinstance(config[key], dict):
             sections = [a for a in annotations(declared.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-            found += missing(sections[0], config[key], f"{prefix}{key}.") if sections else []
+            if sections and typing.get_origin(declared.annotation) is dict:  # callbacks.<name>: a section each
+                for name, value in config[key].items():
+                    found += missing(sections[0], value, f"{prefix}{key}.{name}.") if isinstance(value, dict) else []
+            elif sections:
+                found += missing(sections[0], config[key], f"{prefix}{key}.")
     return found
 
 

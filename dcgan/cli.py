@@ -129,6 +129,15 @@ def annotations(annotation, metadata=()) -> list:
     return found
 
 
+def check_plugins(config: DictConfig) -> None:
+    """Hydra's launcher and sweeper settings (in `config.hydra`) against HydraSettings; their enums as text."""
+    plugins = {
+        name: OmegaConf.to_container(config.hydra[name], resolve=True, enum_to_str=True)
+        for name in ("launcher", "sweeper")
+    }
+    check_values({"hydra": plugins}, HydraSettings)
+
+
 class CheckHydraSettings(Callback):
     """A Hydra callback of every entry point: before Hydra makes the run's (or sweep's) folder, refuse one that
     cannot be written, and before a sweep launches, launcher and sweeper settings out of their domains
@@ -140,11 +149,7 @@ class CheckHydraSettings(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         self.check(config, "sweep")
         try:
-            plugins = {
-                name: OmegaConf.to_container(config.hydra[name], resolve=True, enum_to_str=True)
-                for name in ("launcher", "sweeper")
-            }
-            check_values({"hydra": plugins}, HydraSettings)
+            check_plugins(config)
         except (UserFacingError, OmegaConfBaseException) as err:
             raise Abort(err) from None  # past Hydra, which only warns when a callback raises an Exception
 

@@ -36,7 +36,7 @@ from hydra.core.override_parser.types import IntervalSweep, Transformer
 from omegaconf import OmegaConf
 
 from dcgan import schema
-from dcgan.cli import check_values
+from dcgan.cli import check_plugins, check_values
 from dcgan.module import load_gan
 from tests.helpers import CONF, REPO, TINY, compose_config, run_here
 
@@ -193,10 +193,7 @@ def check_entry_point(script: str, args: list[str], tmp_path: Path, monkeypatch)
                 machine.setattr(torch.cuda, "device_count", lambda: GPUS)
             check_values(values, entry_schema)
             if sweep:
-                plugins = {
-                    name: OmegaConf.to_container(cfg.hydra[name], resolve=True) for name in ("launcher", "sweeper")
-                }
-                check_values({"hydra": plugins}, schema.HydraSettings)
+                check_plugins(cfg)
         CHECKED.add((config_name, *job))
 
 

@@ -10,7 +10,6 @@ import torch
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
-from torchvision.utils import make_grid, save_image
 
 from dcgan.checkpoints import plain_state_dict, write_atomically
 from dcgan.metrics import NUM_DIGITS, SampleQuality, load_classifier, real_digits
@@ -47,12 +46,13 @@ class SampleGrid(pl.Callback):
         self._last_step = step
         columns = grid_columns(pl_module)
         images, _ = sample(pl_module, self.rows * columns, self.seed)
-        grid = make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), padding=2)
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"step_{step:07d}_epoch_{trainer.current_epoch + 1:03d}.png")
+        picture = save_grid(
+            images, self.dirpath / f"step_{step:07d}_epoch_{trainer.current_epoch + 1:03d}.png", columns
+        )
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("samples", grid, global_step=step)
+                logger.experiment.add_image("samples", picture, global_step=step)
 
 
 class SeedStyleFiles(pl.Callback):

@@ -4,7 +4,7 @@ grids and metric, generate.py, evaluate.py, export.py and app.py all draw here: 
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from dcgan.errors import UserFacingError
 from dcgan.module import DCGAN
@@ -77,6 +77,13 @@ def grid_columns(gan: DCGAN) -> int:
     return 10 if gan.num_classes else 8
 
 
-def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> None:
-    """Images in [-1, 1] as one PNG grid, `columns` to a row, 2 pixels apart."""
-    save_image(images, path, nrow=columns, normalize=True, value_range=(-1, 1), padding=2)
+def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """Images in [-1, 1] as one grid image in [0, 1], `columns` to a row, 2 pixels apart."""
+    return make_grid(images, nrow=columns, normalize=True, value_range=(-1, 1), padding=2)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> torch.Tensor:
+    """The grid of `images` as a PNG file at `path`; returns the grid."""
+    picture = grid(images, columns)
+    save_image(picture, path)
+    return picture

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from dcgan import cli
-from dcgan.data import ensure_mnist
 from dcgan.schema import Train
 from dcgan.training import train
 
@@ -55,6 +55,7 @@ VERSION_SUFFIX = re.compile(r"_v\d+$")
 # Idle stretches shorter than this are the GPU's own spacing between queued kernels, not the queue running dry.
 IDLE_GAP_US = 5.0
 TOP = 8
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 class StepProfile(pl.Callback):
@@ -175,16 +176,9 @@ def main() -> None:
     parser.add_argument("--steps", type=cli.whole(1), default=20, help="training steps profiled (20)")
     parser.add_argument("overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=seed_repro")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as out:
-        overrides = [f"output_dir={out}", f"data.root={args.data_root}", "callbacks.quality=null", *args.overrides]
-        cfg = compose_train(overrides)
-        cli.check(cfg, Train)
-        ensure_mnist(args.data_root)
-        OmegaConf.update(cfg, "trainer.max_steps", 2 * (args.skip + args.steps))
-        OmegaConf.update(cfg, "trainer.max_epochs", -1)
-        profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}
-        OmegaConf.update(cfg, "callbacks.step_profile", profile, force_add=True)
-        train(cfg)
+    profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}
+    overrides = ["callbacks.quality=null", *args.overrides]
+    train_steps(args.data_root, overrides, args.skip + args.steps, {"step_profile": profile})
     from bench.profile import StepProfile as Instantiated  # Hydra built it from bench.profile, not __main__
 
     summary = Instantiated.named[""].summary
@@ -199,11 +193,17 @@ def main() -> None:
             )
 
 
-def compose_train(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
+def train_steps(data_root: str, overrides: list[str], steps: int, callbacks: dict) -> None:
+    """train.py's run of `overrides`, checked as train.py checks it, for `steps` training steps in a scratch run
+    folder, with `callbacks` (name -> config) added: what bench.profile profiles and bench.throughput times."""
+    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"output_dir={out}", f"data.root={data_root}", *overrides])
+        cli.check(cfg, Train)
+        OmegaConf.update(cfg, "trainer.max_steps", 2 * steps)  # both optimizers' steps
+        OmegaConf.update(cfg, "trainer.max_epochs", -1)  # steps alone end it: no check allows that in train.py
+        for name, callback in callbacks.items():
+            OmegaConf.update(cfg, f"callbacks.{name}", callback, force_add=True)
+        train(cfg)
 
 
 if __name__ == "__main__":

@@ -31,21 +31,17 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 from bench.classic import classic_loader, require_gpu, train_classic
-from bench.profile import StepProfile
+from bench.profile import StepProfile, train_steps
 from dcgan import cli
 from dcgan.data import MNISTDataModule, ensure_mnist
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
 PROFILE_STEPS = 50  # --device cuda: the steps profiled after the timed ones
 # --device cuda: the project's contenders, as overrides of experiment=seed_repro trainer=gpu.
 GPU_CONTENDERS = {
@@ -106,27 +102,16 @@ def project_rates(
 ) -> dict:
     """train.py's train() on `overrides` for `steps` training steps: the images/s of each interval, and with
     `profile_steps` the profile of that many more steps (bench/profile.py)."""
-    from dcgan.training import train
-
-    with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                f"output_dir={out}",
-                f"data.root={data_root}",
-                *overrides,
-                f"trainer.max_steps={2 * (steps + profile_steps)}",  # both optimizers' steps
-                "trainer.max_epochs=-1",
-            ],
-        )
-        clock = {"batch_size": cfg.data.batch_size, "warmup": warmup, "interval": interval, "steps": steps}
-        OmegaConf.update(
-            cfg, "callbacks.clock", {"_target_": "bench.throughput.Clock", "name": name, **clock}, force_add=True
-        )
-        if profile_steps:
-            profile = {"_target_": "bench.profile.StepProfile", "name": name, "skip": steps, "steps": profile_steps}
-            OmegaConf.update(cfg, "callbacks.step_profile", profile, force_add=True)
-        train(cfg)
+    clock = {"_target_": "bench.throughput.Clock", "name": name, "batch_size": "${data.batch_size}", "steps": steps}
+    callbacks = {"clock": clock | {"warmup": warmup, "interval": interval}}
+    if profile_steps:
+        callbacks["step_profile"] = {
+            "_target_": "bench.profile.StepProfile",
+            "name": name,
+            "skip": steps,
+            "steps": profile_steps,
+        }
+    train_steps(data_root, overrides, steps + profile_steps, callbacks)
     # Hydra built the clock from `bench.throughput`, which under `python -m` is not this `__main__` module.
     from bench.throughput import Clock as InstantiatedClock
 

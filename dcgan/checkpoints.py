@@ -19,8 +19,8 @@ from torch import nn
 
 from dcgan.errors import UserFacingError, first_line
 
-# checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 since.
-CHECKPOINT_FORMAT = 3
+# checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 up to 532c631, 4 since.
+CHECKPOINT_FORMAT = 4
 # Format 1's switches of experiments that lost (docs/recipe.md has each result), with their value when off. A
 # checkpoint that used one cannot be drawn from as it was trained; the commit that last held their code can.
 REMOVED_SWITCHES = {
@@ -77,6 +77,28 @@ def upgrade(checkpoint: dict) -> dict:
     one whose model this version cannot draw from as it was trained, naming the commit that can."""
     if checkpoint.get("dcgan_format", 1) >= CHECKPOINT_FORMAT:
         return checkpoint
+    if checkpoint.get("dcgan_format", 1) < 3:
+        upgrade_to_format_3(checkpoint)
+    # G's first layer is a Linear since format 4: ConvTranspose2d's weight (in, out, 7, 7) as (out * 49, in), the
+    # same numbers; Adam's moments of it (G's optimizer, its first parameter) too.
+    state = checkpoint["state_dict"]
+    for key in ("generator.net.0.weight", "generator_ema.module.net.0.weight"):
+        if key in state:
+            state[key] = as_linear(state[key])
+    for optimizer in checkpoint.get("optimizer_states", [])[:1]:
+        moments = optimizer["state"].get(0, {})
+        for name in ("exp_avg", "exp_avg_sq"):
+            if name in moments:
+                moments[name] = as_linear(moments[name])
+    checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
+    return checkpoint
+
+
+def as_linear(weight: torch.Tensor) -> torch.Tensor:
+    return weight.flatten(1).T.contiguous()
+
+
+def upgrade_to_format_3(checkpoint: dict) -> None:
     hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
     used = [
         f"model.{key}={hparams[key]} ({what})"
@@ -107,8 +129,6 @@ def upgrade(checkpoint: dict) -> dict:
     if "generator.cluster_cuts" in state:  # G's rule for picking its cluster is its own module since format 3
         cuts = state.pop("generator.cluster_cuts")
         state["cluster_prior.cuts"] = cuts.view(-1, cuts.shape[-1])
-    checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
-    return checkpoint
 
 
 def refuse(why: str, commit: str) -> None:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save
 
 from dcgan.checkpoints import plain_state_dict, run_folder
 from dcgan.errors import UserFacingError
-from dcgan.models import ClusterPrior, DigitGenerator, Generator, one_hot, quantile_cuts
+from dcgan.models import ClusterPrior, DigitGenerator, Generator, Project, one_hot, quantile_cuts
 from dcgan.module import DCGAN
 from dcgan.reports import format_scores
 from dcgan.sampling import grid_columns, latents, requested_labels, sample, save_grid
@@ -99,7 +99,9 @@ def write(fmt: Format, gan: DCGAN, folder: Path, saved: dict) -> None:
         # save() and write_bytes rather than save_file, which leaves the file readable by its owner only
         (folder / "generator.safetensors").write_bytes(save(plain_state_dict(generator)))
         (folder / "generator.json").write_text(json.dumps(config(gan, saved), indent=2) + "\n")
-        code = "\n\n".join(map(inspect.getsource, (one_hot, Generator, quantile_cuts, ClusterPrior, DigitGenerator)))
+        code = "\n\n".join(
+            map(inspect.getsource, (one_hot, Project, Generator, quantile_cuts, ClusterPrior, DigitGenerator))
+        )
         (folder / "generator.py").write_text((TEMPLATES / "generator.py.txt").read_text() + code)
     elif fmt == "torchscript":
         torch.jit.trace(generator, inputs).save(str(folder / "generator.pt"))

@@ -1,8 +1,8 @@
 """The two networks, sized for 28x28x1 MNIST digits, and the rule that picks the cluster G draws.
 
 The layouts follow the DCGAN paper (Radford et al., 2015) scaled down to
-MNIST: the generator upsamples 1x1 -> 7x7 -> 14x14 -> 28x28 with transposed
-convolutions, the discriminator mirrors it with strided convolutions.
+MNIST: the generator projects z to 7x7 maps, then upsamples 7x7 -> 14x14 -> 28x28
+with transposed convolutions; the discriminator mirrors it with strided convolutions.
 
 The default (model=cluster_dcgan) conditions both on clusters of the training
 images, found without labels: before training, k-means groups the training
@@ -29,6 +29,18 @@ def one_hot(index: torch.Tensor, classes: int, like: torch.Tensor) -> torch.Tens
     return (index.unsqueeze(1) == torch.arange(classes, device=index.device)).to(like.dtype)
 
 
+class Project(nn.Linear):
+    """(N, features) -> (N, channels, size, size): the DCGAN paper's "project and reshape", a transposed convolution
+    of a 1x1 input written as the one matrix product it is (CPU deconvolution kernels are several times slower)."""
+
+    def __init__(self, features: int, channels: int, size: int):
+        super().__init__(features, channels * size * size, bias=False)
+        self.maps = (channels, size, size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).view(-1, *self.maps)
+
+
 class Generator(nn.Module):
     """Maps latents z (N, latent_dim) [and their clusters (N,), of `clusters`] to images in [-1, 1], (N, 1, 28, 28)."""
 
@@ -36,8 +48,8 @@ class Generator(nn.Module):
         super().__init__()
         self.clusters = clusters
         self.net = nn.Sequential(
-            # z [and the cluster], seen as a 1x1 image -> (2*width) x 7 x 7
-            nn.ConvTranspose2d(latent_dim + (clusters or 0), 2 * width, kernel_size=7, bias=False),
+            # z [and the cluster] -> (2*width) x 7 x 7
+            Project(latent_dim + (clusters or 0), 2 * width, size=7),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(inplace=True),
             # -> width x 14 x 14
@@ -51,7 +63,7 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor, clusters: torch.Tensor | None = None) -> torch.Tensor:
         inputs = torch.cat([z, one_hot(clusters, self.clusters, z)], dim=1) if self.clusters else z
-        return self.net(inputs.view(z.size(0), -1, 1, 1))
+        return self.net(inputs)
 
 
 class Discriminator(nn.Module):
@@ -130,11 +142,11 @@ class DigitGenerator(nn.Module):
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
-    """DCGAN initialisation: conv weights and embeddings ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0.
+    """DCGAN initialisation: conv, linear and embedding weights ~ N(0, 0.02), BatchNorm scale ~ N(1, 0.02), biases 0.
 
     Use as `net.apply(init_dcgan_weights)`.
     """
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)

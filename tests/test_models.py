@@ -4,7 +4,7 @@ picks [among a digit's]. The GAN that trains them is tests/test_module.py's."""
 import pytest
 import torch
 
-from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator
+from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator, Project
 from tests.helpers import dcgan
 
 
@@ -13,6 +13,15 @@ def test_generator_maps_latents_to_28x28_images_in_tanh_range():
     images = g(torch.randn(5, 100) * 10)  # large inputs saturate tanh but never leave [-1, 1]
     assert images.shape == (5, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
+
+
+def test_the_projection_is_the_transposed_convolution_of_a_1x1_input_that_it_replaces():
+    project = Project(features=12, channels=5, size=7)
+    as_conv = project.weight.T.reshape(12, 5, 7, 7)  # ConvTranspose2d's (in, out, 7, 7): the same numbers
+    z = torch.randn(3, 12)
+    expected = torch.nn.functional.conv_transpose2d(z.view(3, 12, 1, 1), as_conv)
+    torch.testing.assert_close(project(z), expected)
+    assert project(z).shape == (3, 5, 7, 7)
 
 
 def test_discriminator_gives_one_logit_per_image():
@@ -40,7 +49,7 @@ def test_dcgan_init_draws_conv_weights_from_n0_002():
 
 def test_a_generator_draws_the_cluster_it_is_given_and_d_projects_it():
     g = Generator(latent_dim=16, width=8, clusters=10).eval()
-    assert g.net[0].in_channels == 16 + 10  # z, then the cluster as a one-hot vector
+    assert g.net[0].in_features == 16 + 10  # z, then the cluster as a one-hot vector
     z = torch.randn(1, 16).repeat(2, 1)
     with torch.no_grad():
         three, seven = g(z, torch.tensor([3, 7]))
@@ -67,7 +76,7 @@ def test_z_picks_each_cluster_as_often_as_its_share_and_switches_the_image_at_it
     with torch.no_grad():
         images = DigitGenerator(g, prior)(z)  # what sampling draws with: G given the cluster z picks
         inputs = torch.cat([z, torch.eye(4)[[2, 2, 3]]], dim=1)  # z, then its cluster as a one-hot vector
-        torch.testing.assert_close(images, g.net(inputs.view(3, -1, 1, 1)))
+        torch.testing.assert_close(images, g.net(inputs))
     within, across = (images[1] - images[0]).abs().max(), (images[2] - images[1]).abs().max()
     assert across > 10 * within  # another cluster is another input, not a nearby one
 
@@ -88,4 +97,4 @@ def test_with_digits_z_picks_among_the_given_digits_clusters_by_their_shares():
     with torch.no_grad():
         zero, one = DigitGenerator(g, prior)(z, torch.tensor([0, 1]))
         inputs = torch.cat([z, torch.eye(6)[prior(z, torch.tensor([0, 1]))]], dim=1)
-        torch.testing.assert_close(torch.stack([zero, one]), g.net(inputs.view(2, -1, 1, 1)))
+        torch.testing.assert_close(torch.stack([zero, one]), g.net(inputs))

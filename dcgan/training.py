@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> float:
     keep_freed_memory()
     quiet_lightning()
     ensure_mnist(cfg.data.root)  # downloaded now if it must be, or a clear error before anything is built
-    pick_precision(cfg.trainer)
+    pick_precision(cfg.trainer, cfg.data.cache_dir)
     pl.seed_everything(cfg.seed, workers=True)
     # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
     model = instantiate(cfg.model, _convert_="all")

@@ -34,7 +34,7 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     assert any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     logger = instantiate(cfg.logger)
     if cfg.trainer.accelerator in ("cpu", "auto"):  # a gpu trainer cannot be built on a machine without one
-        pick_precision(cfg.trainer)  # as train.py does: `auto` becomes a precision Lightning knows
+        pick_precision(cfg.trainer, cfg.data.cache_dir)  # as train.py does: `auto` becomes a precision Lightning knows
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
         assert isinstance(trainer, pl.Trainer)
 
@@ -109,7 +109,8 @@ def test_each_preset_trains_briefly_with_its_own_model(preset, mnist_root, class
 def test_the_conditional_gan_trains_in_bf16_with_an_average(mnist_root, classifier_path, tmp_path):
     run_train(
         "model=cgan",
-        "trainer=cpu",
+        "trainer.accelerator=cpu",
+        "trainer.precision=bf16-mixed",
         "model.ema_decay=0.9",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=6",

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from torch.autograd import DeviceType
 from torch.autograd.profiler_util import FunctionEvent
 
+from bench.classic import DROPOUT, LATENT_DIM, WIDTH, script_networks
 from bench.profile import WINDOW, StepProfile, step_summary
-from tests.helpers import SMALL, compose_config, run_script
+from tests.helpers import SMALL, compose_config, dcgan, run_script
 
 DEVICE_FIGURES = (
     "busy_ms",
@@ -55,6 +56,19 @@ def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_
     assert rows["classic"]["vs_classic"] == 1.0 and rows["data: classic"]["vs_classic"] == 1.0
     assert rows["plain"]["overrides"] == "model.channels_last=false model.fused_adam=false"
     assert all(row["images_per_s"] > 0 and row["intervals"] >= 2 and row["vs_classic"] > 0 for row in rows.values())
+
+
+def test_the_classic_loop_trains_the_scripts_own_networks_of_the_projects_sizes():
+    """The yardstick: the project's unconditional DCGAN at the script's width, layer for layer and weight for weight,
+    written as the script writes it: torch's dropout, and G's first layer a transposed convolution."""
+    script_g, script_d = script_networks()
+    project = dcgan(g_width=WIDTH, d_width=WIDTH, d_dropout=DROPOUT, clusters=None, ema_decay=None)
+    for script, ours in ((script_g, project.generator), (script_d, project.discriminator)):
+        assert sorted(p.numel() for p in script.parameters()) == sorted(p.numel() for p in ours.parameters())
+    assert isinstance(script_g[1], torch.nn.ConvTranspose2d)
+    assert {type(m) for m in script_d if isinstance(m, torch.nn.Dropout)} == {torch.nn.Dropout}
+    z = torch.randn(3, LATENT_DIM)
+    assert script_g(z).shape == (3, 1, 28, 28) and script_d(script_g(z)).shape == (3,)
 
 
 @pytest.mark.slow

@@ -181,6 +181,7 @@ class Callback(Built):
     model_config = ConfigDict(extra="allow")
     enabled: Flag = None
     warmup_steps: Count = None
+    strict: Flag = None
     dirpath: Folder = None
     run_dir: Folder = None
     every_n_steps: Count | None = None

@@ -34,9 +34,12 @@ def objective(metrics: dict) -> float:
 
 
 def write_final_metrics(trainer: pl.Trainer, output_dir: str, value: float) -> None:
-    """`final_metrics.json` in the run folder: the last logged scalars and the objective (the summary reads it)."""
+    """`final_metrics.json` in the run folder: the last logged scalars, the objective (the summary reads it), and
+    what a callback reports of the run in its `final_metrics` (its timing, its CUDA graphs)."""
     metrics = {key: float(tensor) for key, tensor in trainer.callback_metrics.items()}
     metrics.update(step=trainer.lightning_module.step, objective=value)
+    for callback in trainer.callbacks:
+        metrics.update(getattr(callback, "final_metrics", {}))
     (Path(output_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
 
@@ -70,7 +73,8 @@ def varying_overrides(rows: list[dict]) -> list[str]:
 def summary_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Columns: the job, the overrides that differ between jobs, the metrics."""
     varying = varying_overrides(rows)
-    metric_keys = sorted({key for row in rows for key in row["metrics"]} - {"objective"})
+    numbers = {key for row in rows for key, value in row["metrics"].items() if isinstance(value, int | float)}
+    metric_keys = sorted(numbers - {"objective"})
     header = ["job", *varying, "status", "objective", *metric_keys]
     table = []
     for row in rows:

@@ -169,14 +169,23 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 class EpochBatches(DistributedSampler):
     """This rank's shard of a permutation drawn from (seed, epoch), as DistributedSampler draws and shards it, in
     whole batches of indices (the dataset answers each with one indexing operation), less the first `skip_batches`:
-    a run that resumes mid-epoch continues with the batch after the last it trained on. Lightning calls `set_epoch`
-    before each epoch and keeps a DistributedSampler in place under DDP."""
+    a run that resumes mid-epoch continues with the batch after the last it trained on. The batches are moved to
+    `device`, the data's, once an epoch: indexing GPU tensors with CPU indices would copy them over and wait for the
+    GPU at every batch. Lightning calls `set_epoch` before each epoch and keeps a DistributedSampler under DDP."""
 
     def __init__(
-        self, size: int, num_replicas: int, rank: int, seed: int, batch_size: int, epoch: int = 0, skip_batches: int = 0
+        self,
+        size: int,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        batch_size: int,
+        device: torch.device,
+        epoch: int = 0,
+        skip_batches: int = 0,
     ):
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.batch_size = batch_size
+        self.batch_size, self.device = batch_size, device
         # Lightning draws the first batch before its first set_epoch call: start at the right epoch already.
         self.epoch = epoch
         self.skip = skip_batches
@@ -186,7 +195,7 @@ class EpochBatches(DistributedSampler):
 
     def __iter__(self):
         indices = torch.tensor(list(super().__iter__()))
-        batches = indices[: len(self) * self.batch_size].view(-1, self.batch_size)[self.skip :]
+        batches = indices[: len(self) * self.batch_size].view(-1, self.batch_size)[self.skip :].to(self.device)
         self.skip = 0  # only the epoch a run resumes in starts part way
         return iter(batches)
 
@@ -232,7 +241,8 @@ class MNISTDataModule(pl.LightningDataModule):
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         epoch, skip = self.resume_position or (self.trainer.current_epoch if self.trainer else 0, 0)
         self.resume_position = None
-        batches = EpochBatches(len(self.train_set), world_size, rank, self.seed, self.batch_size, epoch, skip)
+        device = self.train_set.tensors[0].device
+        batches = EpochBatches(len(self.train_set), world_size, rank, self.seed, self.batch_size, device, epoch, skip)
         return self._loader(self.train_set, batches)
 
     def _loader(self, dataset, batches) -> DataLoader:

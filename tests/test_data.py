@@ -1,11 +1,15 @@
 """The MNIST data module on the real files, and its behaviour when they are missing and offline."""
 
+import itertools
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
@@ -69,13 +73,44 @@ def test_each_epoch_is_a_new_permutation_of_every_digit(mnist_root):
 def test_ddp_ranks_train_on_disjoint_shards_of_the_same_permutation(mnist_root):
     dm = data_module(mnist_root, batch_size=64, seed=3)
     dm.setup("fit")
-    shards = [torch.cat(list(EpochBatches(60_000, 3, rank, seed=3, batch_size=64, epoch=2))) for rank in range(3)]
+    shards = [
+        torch.cat(list(EpochBatches(60_000, 3, rank, seed=3, batch_size=64, device=torch.device("cpu"), epoch=2)))
+        for rank in range(3)
+    ]
     assert all(len(shard) == 20_000 // 64 * 64 for shard in shards)  # full batches only
     everything = torch.cat(shards)
     assert len(everything.unique()) == len(everything)  # no digit on two ranks
     # Rank r takes every third digit of the one permutation that (seed, epoch) draws.
-    single = torch.cat(list(EpochBatches(60_000, 1, 0, seed=3, batch_size=60_000, epoch=2)))
+    single = torch.cat(list(EpochBatches(60_000, 1, 0, seed=3, batch_size=60_000, device=torch.device("cpu"), epoch=2)))
     assert torch.equal(shards[1], single[1::3][: len(shards[1])])
+
+
+class IndexDevices(TorchDispatchMode):
+    """The devices of the tensors of every indexing operation run under it, in `seen`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.index, torch.ops.aten.index_select):
+            leaves = tree_leaves((args, kwargs or {}))
+            self.seen.append({leaf.device.type for leaf in leaves if isinstance(leaf, torch.Tensor)})
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_batch_is_gathered_with_indices_already_on_the_datas_device(mnist_root):
+    """Indexing a GPU's digits with CPU indices copies the indices over and waits for the GPU, at every batch. The
+    meta device stands in for a GPU here: every index of an epoch's batches is already where the digits are."""
+    dm = data_module(mnist_root, batch_size=32, seed=0)
+    meta = SimpleNamespace(root_device=torch.device("meta"))
+    dm.trainer = SimpleNamespace(strategy=meta, world_size=1, global_rank=0, current_epoch=0)
+    dm.setup("fit")
+    with IndexDevices() as indexing:
+        for batch in itertools.islice(dm.train_dataloader(), 3):
+            images, labels = dm.on_after_batch_transfer(batch, 0)
+    assert images.device.type == labels.device.type == "meta"
+    assert len(indexing.seen) == 6 and all(devices == {"meta"} for devices in indexing.seen)  # images and labels
 
 
 def test_test_split_is_available_for_evaluation(mnist_root):

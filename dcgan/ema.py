@@ -2,17 +2,20 @@
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
 class MovingAverage(AveragedModel):
-    """torch's AveragedModel with exponential averaging of the weights and buffers (the same state and the same
-    arithmetic), whose update never reads `n_averaged` back from the device: torch's own does, twice per call,
-    and each read waits for the GPU. Whether the average has started is kept on the host."""
+    """torch's AveragedModel with exponential averaging of the weights and buffers, in three launches per update:
+    the floats by one lerp (torch's own EMA arithmetic), BatchNorm's step counters copied from G (a BatchNorm with a
+    momentum never reads them; torch mixes them at four kernels each), and the count of updates. It never reads
+    that count back from the device either (torch's update does, twice, and each read waits for the GPU): whether
+    the average has started is kept on the host."""
 
     def __init__(self, net: nn.Module, decay: float):
-        super().__init__(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        super().__init__(net, use_buffers=True)
         self.requires_grad_(False)
+        self.decay = decay
         self.started = False
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -24,10 +27,11 @@ class MovingAverage(AveragedModel):
         averages, current = [*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]
         if not self.started:
             torch._foreach_copy_(averages, current)  # the first update copies
-        else:  # floats by lerp, BatchNorm's step counters by their own rule: grouped by kind as torch does
-            for floats in (True, False):
-                pairs = [(a, c) for a, c in zip(averages, current, strict=True) if a.is_floating_point() == floats]
-                if pairs:
-                    self.multi_avg_fn(*map(list, zip(*pairs, strict=True)), None)
+        else:
+            floats = [(a, c) for a, c in zip(averages, current, strict=True) if a.is_floating_point()]
+            counters = [(a, c) for a, c in zip(averages, current, strict=True) if not a.is_floating_point()]
+            torch._foreach_lerp_(*map(list, zip(*floats, strict=True)), 1 - self.decay)
+            if counters:
+                torch._foreach_copy_(*map(list, zip(*counters, strict=True)))
         self.n_averaged += 1
         self.started = True

@@ -4,8 +4,10 @@ instance noise, the moving average of G) and the clusters it conditions on."""
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from dcgan.data import load_mnist_tensors, pixel_clusters
+from dcgan.ema import MovingAverage
 from dcgan.module import instance_noise_std
 from dcgan.sampling import sample
 from tests.helpers import data_module, dcgan, load_checkpoint, only_child, run_train
@@ -132,6 +134,24 @@ class WeightsAfterEachStep(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.weights.append({k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()})
+
+
+def test_the_average_moves_as_torchs_own_ema_and_keeps_gs_batchnorm_counters():
+    g = dcgan(g_width=8, clusters=10).generator
+    ours, torchs = MovingAverage(g, 0.9), AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(3):
+        g(torch.randn(4, 100), torch.randint(0, 10, (4,))).sum().backward()  # new BatchNorm statistics and counts
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(p.grad)
+        ours.update_parameters(g)
+        torchs.update_parameters(g)
+    for (name, a), b in zip(ours.module.state_dict().items(), torchs.module.state_dict().values(), strict=True):
+        if a.is_floating_point():
+            assert torch.equal(a, b), name  # bitwise
+        else:
+            assert torch.equal(a, g.state_dict()[name]), name  # G's step counts, which BatchNorm with momentum ignores
+    assert ours.n_averaged.item() == torchs.n_averaged.item() == 3
 
 
 def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):

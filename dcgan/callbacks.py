@@ -142,14 +142,24 @@ class ProgressLog(pl.Callback):
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
         self.started = self.epoch_started = time.monotonic()
+        self.first_step, self.last_step, self.last_step_ended = 0, 0, None
+        self.epoch_ends = 0.0  # seconds from an epoch's last step to the next epoch (the metric, grids, checkpoints)
+        self.final_metrics = {}  # timing/: the run's seconds, its epoch ends', its steps per second without them
 
     def on_train_start(self, trainer, pl_module):
-        self.started = time.monotonic()
+        self.started, self.first_step, self.last_step = time.monotonic(), pl_module.step, pl_module.step
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_started = time.monotonic()
+        self.count_epoch_end()
+
+    def count_epoch_end(self) -> None:
+        if self.last_step_ended is not None:
+            self.epoch_ends += time.monotonic() - self.last_step_ended
+            self.last_step_ended = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.last_step, self.last_step_ended = pl_module.step, time.monotonic()
         if not trainer.is_global_zero or not pl_module.logging_step:
             return
         values = [trainer.callback_metrics[key] for key in ("loss/d", "loss/g", "d/real", "d/fake")]
@@ -165,11 +175,21 @@ class ProgressLog(pl.Callback):
         log.info("%s%s", line, self.quality(trainer) if scored else "")  # not an earlier epoch's figures
 
     def on_train_end(self, trainer, pl_module):
+        self.count_epoch_end()
+        elapsed = time.monotonic() - self.started
+        stepping, steps = elapsed - self.epoch_ends, self.last_step - self.first_step
+        rate = steps / stepping if steps and stepping > 0 else None
+        self.final_metrics = {
+            "timing/seconds": elapsed,
+            "timing/epoch_ends_seconds": self.epoch_ends,
+            "timing/steps_per_second": rate,
+        }
         if not trainer.is_global_zero:
             return
-        minutes, seconds = divmod(round(time.monotonic() - self.started), 60)
+        minutes, seconds = divmod(round(elapsed), 60)
+        pace = f" ({rate:.1f} steps/s, epoch ends {self.epoch_ends:.0f} s)" if rate else ""
         lines = [
-            f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{self.quality(trainer)}.",
+            f"Training ended at step {pl_module.step} after {minutes} min {seconds:02d} s{pace}{self.quality(trainer)}.",
             f"  sample grids: {self.run_dir / 'samples'} (progress.gif and curves.png beside them)",
         ]
         checkpoints = trainer.checkpoint_callback

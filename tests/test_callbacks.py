@@ -1,6 +1,8 @@
 """The training callbacks (dcgan/callbacks.py) in real short runs: the sample grids, the log lines of
 train.log, and the reference script's files (SeedStyleFiles, experiment=seed_repro)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -44,6 +46,12 @@ def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script
     summary = text[text.index("Training ended at step 20 after") :]
     last = smoke_run / "checkpoints" / "last.ckpt"
     assert f"python train.py ckpt_path={last}" in summary and f"python evaluate.py ckpt_path={last}" in summary
+    # The time the steps took apart from the epoch ends' (the metric above all), there and in final_metrics.json.
+    final = json.loads((smoke_run / "final_metrics.json").read_text())
+    timing = {key: value for key, value in final.items() if key.startswith("timing/")}
+    assert 0 < timing["timing/epoch_ends_seconds"] < timing["timing/seconds"] and timing["timing/steps_per_second"] > 0
+    assert f"{timing['timing/steps_per_second']:.1f} steps/s, epoch ends" in summary
+    assert final["cuda_graphs/replays"] == 0 and final["cuda_graphs/off"] == "callbacks.cuda_graph.enabled=false"
 
 
 @pytest.fixture(scope="module")

@@ -127,3 +127,29 @@ def test_steps_read_nothing_from_the_device_except_at_logging_grid_and_epoch_end
     assert not any(steady.values()), "\n".join(f"step {s}: {dict(c)}" for s, c in steady.items() if c)
     # The control: the reads that are allowed are seen (the log line, the progress bar, the NaN check).
     assert all(reads[step] for step in range(LOG_EVERY, 2 * STEPS_PER_EPOCH + 1, LOG_EVERY))
+
+
+class SyncDebug(pl.Callback):
+    """torch's sync debug mode in steady steps on a GPU: any wait for the device there raises. Set after CudaGraphs'
+    batch-start hook (a capture synchronises, by design) and before the update; the first step, which makes what
+    CUDA makes lazily, and the steps that may read (allowed) are left alone."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if pl_module.step + 1 > 1 and not allowed(pl_module.step + 1):
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the sync debug mode needs a GPU")
+@pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graphed"])
+def test_steady_steps_on_a_gpu_never_wait_for_it(graphed, mnist_root, tmp_path):
+    """No read and no wait either (a copy from the host's pageable memory, a synchronize), eager and graphed (strict:
+    the graphs must have run)."""
+    overrides = ("experiment=smoke", "model.ema_start_step=3", "model.clusters=10", "trainer=gpu")
+    overrides += ("+callbacks.sync_debug._target_=tests.test_syncs.SyncDebug", f"data.root={mnist_root}")
+    if graphed:
+        overrides += ("callbacks.cuda_graph.enabled=true", "callbacks.cuda_graph.strict=true")
+    train(compose_config(*overrides, *RUN, output_dir=str(tmp_path)))

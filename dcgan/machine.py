@@ -32,6 +32,19 @@ def cpu_flags() -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
+def cpu_kind() -> str:
+    """The kind of CPU a speed figure belongs to (docs/benchmarks.md names each figure's): what it has of AVX2,
+    AVX-512 and bf16 instructions, e.g. "AMD EPYC, AVX2 only"."""
+    flags = cpu_flags()
+    if BF16_CPU_FLAGS & flags:
+        kind = "AVX-512 BF16" if "avx512_bf16" in flags else "AMX BF16"
+    elif "avx512f" in flags:
+        kind = "AVX-512 without BF16"
+    else:
+        kind = "AVX2 only" if "avx2" in flags else "no AVX2"
+    return f"{cpu_model()}, {kind}"
+
+
 def cpu_model() -> str:
     """The CPU's model name as Linux gives it ("AMD EPYC", "Intel(R) Xeon(R) ..."); the machine's kind elsewhere."""
     try:
@@ -109,7 +122,7 @@ def pick_precision(trainer_cfg: DictConfig, cache_dir: str | Path) -> None:
             fast = False
             why = f"it has no bf16 instructions ({' or '.join(sorted(BF16_CPU_FLAGS))}), so bf16 would be emulated"
         trainer_cfg.precision = "bf16-mixed" if fast else "32-true"
-        log.info("trainer.precision=auto: %s on this CPU (%s)", trainer_cfg.precision, why)
+        log.info("trainer.precision=auto: %s on this CPU (%s): %s", trainer_cfg.precision, cpu_kind(), why)
     elif precision.startswith("bf16") and not units:
         log.warning(
             "trainer.precision=%s on a CPU without bf16 instructions (%s): bf16 is emulated here, many times slower "

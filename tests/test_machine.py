@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dcgan import machine
-from dcgan.machine import BF16_CPU_FLAGS, cpu_bf16_speedup, cpu_flags, measure_bf16_speedup, pick_precision
+from dcgan.machine import BF16_CPU_FLAGS, cpu_bf16_speedup, cpu_flags, cpu_kind, measure_bf16_speedup, pick_precision
 from tests.helpers import compose_config
 
 
@@ -45,7 +45,7 @@ def test_trainer_cpu_resolves_to_the_precision_this_cpu_computes_fastest(
     assert not measured  # measured exactly when the flags allow bf16
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trainer.precision=auto")]
     why = f"measured {speedup:.2f}x fp32's speed" if speedup else "no bf16 instructions"
-    assert line.startswith(f"trainer.precision=auto: {expected} on this CPU (") and why in line
+    assert line.startswith(f"trainer.precision=auto: {expected} on this CPU ({cpu_kind()}): ") and why in line
 
 
 def test_a_precision_the_user_gave_stays_and_bf16_where_it_is_emulated_is_warned_about(monkeypatch, tmp_path, caplog):
@@ -93,3 +93,18 @@ def test_smoke_run_picks_its_precision_from_the_cpu(smoke_run):
     fast = BF16_CPU_FLAGS & cpu_flags() and cpu_bf16_speedup(config.data.cache_dir) >= machine.BF16_MIN_SPEEDUP
     expected = "bf16-mixed" if fast else "32-true"
     assert f"trainer.precision=auto: {expected} on this CPU" in (smoke_run / "train.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "flags, kind",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, "AVX-512 BF16"),
+        ({"avx2", "avx512f", "amx_bf16"}, "AMX BF16"),
+        ({"avx2", "avx512f"}, "AVX-512 without BF16"),
+        ({"avx2", "fma"}, "AVX2 only"),
+        (set(), "no AVX2"),
+    ],
+)
+def test_a_figure_names_its_cpus_kind(flags, kind, monkeypatch):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    assert cpu_kind() == f"{machine.cpu_model()}, {kind}"

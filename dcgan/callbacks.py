@@ -11,7 +11,8 @@ from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
-from dcgan.checkpoints import plain_state_dict, write_atomically
+from dcgan.checkpoints import plain_state_dict
+from dcgan.files import write_atomically
 from dcgan.metrics import NUM_DIGITS, SampleQuality, load_classifier, real_digits
 from dcgan.reports import write_curves, write_progress_gif
 from dcgan.sampling import grid_columns, sample, save_grid

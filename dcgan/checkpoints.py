@@ -3,14 +3,10 @@ bad file with the same message and every older format is upgraded in one place; 
 
 Lightning's TorchCheckpointIO moves a temporary file from $TMPDIR over the target: across file systems (local /tmp,
 shared outputs) that move is a copy, which a kill -9 leaves truncated, and nothing is fsynced, so a crash of the
-machine can leave an empty file. AtomicCheckpointIO and write_atomically write beside the target, fsync and rename.
+machine can leave an empty file. AtomicCheckpointIO writes with dcgan.files.write_atomically instead.
 """
 
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -18,6 +14,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from dcgan.errors import UserFacingError, first_line
+from dcgan.files import write_atomically
 
 # checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 up to 532c631, 4 since.
 CHECKPOINT_FORMAT = 4
@@ -162,30 +159,6 @@ def plain_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
     """`net`'s weights and buffers as contiguous CPU tensors (channels_last training leaves them strided),
     which safetensors requires and any loader takes."""
     return {key: value.detach().cpu().contiguous() for key, value in net.state_dict().items()}
-
-
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(f)` on a new file beside `path`, fsync it, and rename it over `path`: readers, a kill and
-    a crash see the old file or the new one, never part of one; writers at the same time each rename a whole file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A new name in the same folder: os.replace within one file system is atomic.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class EpochCheckpoints(ModelCheckpoint):

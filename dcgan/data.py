@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
 from torchvision.datasets import MNIST
 
-from dcgan.checkpoints import write_atomically
 from dcgan.errors import UserFacingError
+from dcgan.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dcgan.checkpoints import write_atomically
+from dcgan.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from dcgan.checkpoints import write_atomically
 from dcgan.data import load_mnist_tensors, to_model_range
+from dcgan.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dcgan.checkpoints import write_atomically
+from dcgan.files import write_atomically
 from dcgan.reports import plain_numbers, read_scalars
 
 

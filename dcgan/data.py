@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision.datasets import MNIST
 
 from dcgan.errors import UserFacingError
@@ -201,10 +201,10 @@ class EpochBatches(DistributedSampler):
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """The 60k training digits for training, each with its label or, with `clusters`, its cluster (which a
-    conditional GAN, `num_classes`, finds within each digit); the 10k test digits (`test_dataloader`) for evaluation.
+    """The 60k training digits, each with its label or, with `clusters`, its cluster (which a conditional GAN,
+    `num_classes`, finds within each digit). The metric reads the 10k test digits itself (dcgan/metrics.py).
 
-    Both splits are held as uint8 tensors on the device that trains; a batch is one indexing operation, scaled to
+    The digits are held as uint8 tensors on the device that trains; a batch is one indexing operation, scaled to
     [-1, 1] on the device. No per-image PIL conversion, no worker processes: on a 2-core CPU those cost more than
     the networks' own work (docs/benchmarks.md)."""
 
@@ -234,7 +234,6 @@ class MNISTDataModule(pl.LightningDataModule):
             # How often G should draw each cluster (dcgan.models.ClusterPrior).
             self.cluster_shares = torch.bincount(labels, minlength=self.clusters).float() / len(labels)
         self.train_set = TensorDataset(images.to(device), labels.to(device))
-        self.test_set = TensorDataset(*(t.to(device) for t in load_mnist_tensors(self.root, train=False)))
 
     def train_dataloader(self) -> DataLoader:
         # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.
@@ -243,16 +242,10 @@ class MNISTDataModule(pl.LightningDataModule):
         self.resume_position = None
         device = self.train_set.tensors[0].device
         batches = EpochBatches(len(self.train_set), world_size, rank, self.seed, self.batch_size, device, epoch, skip)
-        return self._loader(self.train_set, batches)
-
-    def _loader(self, dataset, batches) -> DataLoader:
         # batch_size=None: the sampler yields whole batches. Each new iterator draws a seed from
         # `generator`; giving it its own keeps that draw off the global stream the training step uses.
-        return DataLoader(dataset, sampler=batches, batch_size=None, generator=torch.Generator().manual_seed(self.seed))
-
-    def test_dataloader(self) -> DataLoader:
-        in_order = BatchSampler(SequentialSampler(self.test_set), self.batch_size, drop_last=False)
-        return self._loader(self.test_set, in_order)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, sampler=batches, batch_size=None, generator=generator)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 digits -> floats in [-1, 1], on the device, a batch at a time."""

@@ -38,7 +38,7 @@ def test_in_memory_batches_are_torchvision_mnist_for_the_same_indices(mnist_root
     dm = data_module(mnist_root, batch_size=128, seed=7)
     dm.prepare_data()
     dm.setup("fit")
-    assert len(dm.train_set) == 60_000 and len(dm.test_set) == 10_000
+    assert len(dm.train_set) == 60_000
     loader = dm.train_dataloader()
     indices = next(iter(loader.sampler))
     images, labels = dm.on_after_batch_transfer(next(iter(loader)), 0)
@@ -111,15 +111,6 @@ def test_a_batch_is_gathered_with_indices_already_on_the_datas_device(mnist_root
             images, labels = dm.on_after_batch_transfer(batch, 0)
     assert images.device.type == labels.device.type == "meta"
     assert len(indexing.seen) == 6 and all(devices == {"meta"} for devices in indexing.seen)  # images and labels
-
-
-def test_test_split_is_available_for_evaluation(mnist_root):
-    dm = data_module(mnist_root, batch_size=500, seed=0)
-    dm.setup("test")
-    images, labels = next(iter(dm.test_dataloader()))
-    assert images.shape == (500, 28, 28) and images.dtype == torch.uint8
-    assert set(labels.tolist()) == set(range(10))
-    assert len(dm.test_dataloader()) == 20
 
 
 def test_present_files_need_no_network(mnist_root, monkeypatch):

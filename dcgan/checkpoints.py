@@ -16,26 +16,10 @@ from torch import nn
 from dcgan.errors import UserFacingError, first_line
 from dcgan.files import write_atomically
 
-# checkpoint["dcgan_format"]: format 1 up to commit c218713, 2 up to fb79f5b, 3 up to 532c631, 4 since.
+# checkpoint["dcgan_format"]: 3 up to commit 532c631, 4 since. That commit is the last to read (and upgrade) the
+# older formats, 1 and 2.
 CHECKPOINT_FORMAT = 4
-# Format 1's switches of experiments that lost (docs/recipe.md has each result), with their value when off. A
-# checkpoint that used one cannot be drawn from as it was trained; the commit that last held their code can.
-REMOVED_SWITCHES = {
-    "info_codes": (None, "InfoGAN's categorical code"),
-    "d_pack": (1, "PacGAN's packing of images into one input of D"),
-    "d_minibatch_std": (False, "the minibatch standard deviation channel of D"),
-    "sample_bn": ("running", "sampling with each batch's BatchNorm statistics"),
-}
-LAST_COMMIT_WITH_REMOVED_SWITCHES = "c218713"
-# Format 2 could condition on the digit labels alone (num_classes without clusters), a mode no config shipped.
-LAST_COMMIT_WITH_LABELS_ALONE = "fb79f5b"
-# Keys a format-1 checkpoint may lack, with what the model did before each existed.
-FORMAT_1_DEFAULTS = dict(
-    num_classes=None, clusters=None, ema_decay=None, ema_start_step=0, channels_last=False, fused_adam=False
-)
-# Keys no model reads any more: format 1's learning rates per network (a resume takes its rate from the config), the
-# grids' fixed noise (now their own seed) and InfoGAN's weight; format 2's torch.compile switch (only the speed).
-DROPPED = ("lr_g", "lr_d", "num_fixed_samples", "fixed_noise_seed", "info_weight", "compile")
+READS_OLDER_FORMATS = "532c631"
 
 
 class CheckpointError(UserFacingError):
@@ -70,12 +54,17 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def upgrade(checkpoint: dict) -> dict:
-    """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse
-    one whose model this version cannot draw from as it was trained, naming the commit that can."""
-    if checkpoint.get("dcgan_format", 1) >= CHECKPOINT_FORMAT:
+    """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse a
+    format older than the one before, naming the commit that reads it."""
+    found = checkpoint.get("dcgan_format", 1)
+    if found >= CHECKPOINT_FORMAT:
         return checkpoint
-    if checkpoint.get("dcgan_format", 1) < 3:
-        upgrade_to_format_3(checkpoint)
+    if found < CHECKPOINT_FORMAT - 1:
+        raise CheckpointError(
+            f"it is a checkpoint of format {found}, which this version no longer reads (it reads formats "
+            f"{CHECKPOINT_FORMAT - 1} and {CHECKPOINT_FORMAT}); commit {READS_OLDER_FORMATS} reads and upgrades it: "
+            f"`git checkout {READS_OLDER_FORMATS}` (and its requirements.txt), then run the same command there."
+        )
     # G's first layer is a Linear since format 4: ConvTranspose2d's weight (in, out, 7, 7) as (out * 49, in), the
     # same numbers; Adam's moments of it (G's optimizer, its first parameter) too.
     state = checkpoint["state_dict"]
@@ -93,46 +82,6 @@ def upgrade(checkpoint: dict) -> dict:
 
 def as_linear(weight: torch.Tensor) -> torch.Tensor:
     return weight.flatten(1).T.contiguous()
-
-
-def upgrade_to_format_3(checkpoint: dict) -> None:
-    hparams, state = checkpoint["hyper_parameters"], checkpoint["state_dict"]
-    used = [
-        f"model.{key}={hparams[key]} ({what})"
-        for key, (off, what) in REMOVED_SWITCHES.items()
-        if hparams.get(key, off) != off
-    ]
-    if used:
-        refuse(
-            f"it was trained with {' and '.join(used)}, an experiment that lost and was removed from the project "
-            "(docs/recipe.md has its result)",
-            LAST_COMMIT_WITH_REMOVED_SWITCHES,
-        )
-    if hparams.get("num_classes") and not hparams.get("clusters"):
-        refuse(
-            f"it is a conditional GAN on the digit labels alone (model.num_classes={hparams['num_classes']} without "
-            "model.clusters), a mode that no config shipped and that was removed (model=cgan conditions on clusters "
-            "within each digit)",
-            LAST_COMMIT_WITH_LABELS_ALONE,
-        )
-    for key in (*REMOVED_SWITCHES, *DROPPED):
-        hparams.pop(key, None)
-    for key, value in FORMAT_1_DEFAULTS.items():
-        hparams.setdefault(key, value)
-    for key in ("fixed_noise", "fixed_labels", "generator_ema.module.cluster_cuts"):
-        state.pop(key, None)
-    for key in [key for key in state if key.startswith("discriminator.label_projection.")]:
-        state[key.replace(".label_projection.", ".class_projection.")] = state.pop(key)
-    if "generator.cluster_cuts" in state:  # G's rule for picking its cluster is its own module since format 3
-        cuts = state.pop("generator.cluster_cuts")
-        state["cluster_prior.cuts"] = cuts.view(-1, cuts.shape[-1])
-
-
-def refuse(why: str, commit: str) -> None:
-    raise CheckpointError(
-        f"{why}. This version would draw other digits from it than it was trained to, so it refuses it. The commit "
-        f"that last had it reads it: `git checkout {commit}` (and its requirements.txt), then run the same command there."
-    )
 
 
 def saved_at(checkpoint: dict, path: str | Path) -> dict:

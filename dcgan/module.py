@@ -44,8 +44,8 @@ class DCGAN(pl.LightningModule):
     `fused_adam` only change the speed (docs/benchmarks.md).
     """
 
-    # Every value comes from conf/model/*.yaml; checkpoints written before a key existed are upgraded in
-    # dcgan/checkpoints.py, not by defaults here.
+    # Every value comes from conf/model/*.yaml. A key added later gets the default that turns it off here, so that
+    # older checkpoints load without a format bump: the one exception to no defaults (docs/configs.md).
     def __init__(
         self,
         latent_dim: int,

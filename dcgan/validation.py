@@ -79,7 +79,7 @@ def writable_file(value: str) -> str:
 
 
 def readable_checkpoint(value: str) -> str:
-    read_checkpoint(Path(value).expanduser())  # its own paragraph (CheckpointError), also for a removed switch
+    read_checkpoint(Path(value).expanduser())  # its own paragraph (CheckpointError), also for an old format
     return value
 
 

@@ -174,52 +174,32 @@ def format_3(checkpoint: dict) -> dict:
     return checkpoint
 
 
-def format_2(checkpoint: dict) -> dict:
-    """`checkpoint` as the project wrote it up to commit fb79f5b (format 2): G held its clusters' cuts (one row
-    without digits), and so did the average of G; the torch.compile switch was a hyperparameter."""
-    checkpoint = format_3(checkpoint)
-    state = checkpoint["state_dict"]
-    cuts = state.pop("cluster_prior.cuts")
-    state["generator.cluster_cuts"] = cuts if checkpoint["hyper_parameters"]["num_classes"] else cuts.view(-1)
-    if any(key.startswith("generator_ema.") for key in state):
-        state["generator_ema.module.cluster_cuts"] = state["generator.cluster_cuts"].clone()
-    checkpoint["hyper_parameters"]["compile"] = False
-    checkpoint["dcgan_format"] = 2
-    return checkpoint
-
-
-def format_1(checkpoint: dict, **switches) -> dict:
-    """`checkpoint` as the project wrote it up to commit c218713 (format 1), with `switches` set."""
-    checkpoint = format_2(checkpoint)
-    hparams = checkpoint["hyper_parameters"]
-    hparams |= {"lr_g": None, "lr_d": None, "num_fixed_samples": 64, "fixed_noise_seed": 1234, "info_weight": 1.0}
-    hparams |= {"sample_bn": "running", "d_minibatch_std": False, "d_pack": 1, "info_codes": None} | switches
-    for key in ("channels_last", "compile", "fused_adam"):  # keys that format 1's first checkpoints lacked
-        del hparams[key]
-    state = checkpoint["state_dict"]
-    state["fixed_noise"] = torch.randn(64, hparams["latent_dim"])
-    for key in [k for k in state if ".class_projection." in k]:
-        state[key.replace(".class_projection.", ".label_projection.")] = state.pop(key)
-    del checkpoint["dcgan_format"]
-    return checkpoint
-
-
-@pytest.mark.parametrize("written_as", [format_1, format_2, format_3])
-def test_an_older_checkpoint_is_upgraded_and_draws_what_it_drew(written_as, tiny_run, tiny_cgan_run, tmp_path):
+def test_a_format_3_checkpoint_is_upgraded_and_draws_what_it_drew(tiny_run, tiny_cgan_run, tmp_path):
     for run in (tiny_run, tiny_cgan_run):
         current = run / "checkpoints" / "last.ckpt"
         old = tmp_path / "old.ckpt"
-        torch.save(written_as(load_checkpoint(current)), old)
+        torch.save(format_3(load_checkpoint(current)), old)
         upgraded = read_checkpoint(old)
         assert upgraded["dcgan_format"] == 4
-        format_1_lacked = {"channels_last": True, "fused_adam": True} if written_as is format_1 else {}
-        assert upgraded["hyper_parameters"] | format_1_lacked == load_checkpoint(current)["hyper_parameters"]
+        assert upgraded["hyper_parameters"] == load_checkpoint(current)["hyper_parameters"]
         z, digits = torch.randn(6, 100), torch.arange(6) if upgraded["hyper_parameters"]["num_classes"] else None
         then, now = (DCGAN.from_checkpoint(read_checkpoint(path)) for path in (old, current))
-        # Bitwise with the same layout; format 1 knew no channels_last, and its contiguous convolutions take other
-        # kernels than channels_last ones on some CPUs (AVX2): equal up to float rounding.
-        atol = 1e-6 if written_as is format_1 else 0
-        torch.testing.assert_close(then.generate(z, digits), now.generate(z, digits), rtol=0, atol=atol)
+        torch.testing.assert_close(then.generate(z, digits), now.generate(z, digits), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("written_as", [1, 2])
+def test_an_older_format_is_refused_naming_the_commit_that_reads_it(written_as, tiny_run, tmp_path):
+    checkpoint = load_checkpoint(tiny_run / "checkpoints" / "last.ckpt")
+    if written_as == 1:
+        del checkpoint["dcgan_format"]  # format 1 had no number
+    else:
+        checkpoint["dcgan_format"] = 2
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(CheckpointError) as refused:
+        read_checkpoint(tmp_path / "old.ckpt")
+    message = str(refused.value)
+    assert message.startswith(f"ckpt_path={tmp_path / 'old.ckpt'} cannot be used: it is a checkpoint of format")
+    assert f"format {written_as}" in message and "`git checkout 532c631`" in message and "\n" not in message
 
 
 def test_training_resumes_from_a_format_3_checkpoint_as_from_todays(mnist_root, tmp_path):
@@ -233,34 +213,3 @@ def test_training_resumes_from_a_format_3_checkpoint_as_from_todays(mnist_root, 
     assert_same_state(
         *(load_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt") for name in ("from_old", "from_current"))
     )
-
-
-def test_a_conditional_gan_on_the_labels_alone_is_refused_naming_the_commit_that_reads_it(tiny_cgan_run, tmp_path):
-    checkpoint = format_2(load_checkpoint(tiny_cgan_run / "checkpoints" / "last.ckpt"))
-    checkpoint["hyper_parameters"]["clusters"] = None  # format 2 could condition on the digits alone
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    with pytest.raises(CheckpointError) as refused:
-        read_checkpoint(tmp_path / "old.ckpt")
-    assert "model.num_classes=10 without model.clusters" in str(refused.value)
-    assert "git checkout fb79f5b" in str(refused.value)
-
-
-@pytest.mark.parametrize(
-    "switch, value, named",
-    [
-        ("info_codes", 10, "model.info_codes=10 (InfoGAN's categorical code)"),
-        ("d_pack", 2, "model.d_pack=2 (PacGAN's packing"),
-        ("d_minibatch_std", True, "model.d_minibatch_std=True (the minibatch standard deviation channel"),
-        ("sample_bn", "batch", "model.sample_bn=batch (sampling with each batch's BatchNorm statistics)"),
-    ],
-)
-def test_a_checkpoint_of_a_removed_switch_is_refused_naming_it_and_the_commit_that_reads_it(
-    switch, value, named, tiny_run, tmp_path
-):
-    old = tmp_path / "old.ckpt"
-    torch.save(format_1(load_checkpoint(tiny_run / "checkpoints" / "last.ckpt"), **{switch: value}), old)
-    with pytest.raises(CheckpointError) as refused:
-        read_checkpoint(old)
-    message = str(refused.value)
-    assert message.startswith(f"ckpt_path={old} cannot be used: it was trained with {named}")
-    assert "git checkout c218713" in message and "\n" not in message

@@ -308,9 +308,8 @@ def a_file(place: Place) -> Path:
     return place.tmp / "a-file"
 
 
-def removed_switch(checkpoint: dict) -> None:
-    checkpoint["hyper_parameters"]["info_codes"] = 10
-    del checkpoint["dcgan_format"]
+def format_2(checkpoint: dict) -> None:
+    checkpoint["dcgan_format"] = 2
 
 
 def sweep(*overrides: str) -> Callable[[Place], list[str]]:
@@ -374,8 +373,8 @@ HAND_PICKED = [
     Case("train", "`ckpt_path=` a checkpoint of `model.g_width=8`, resumed with `model.g_width=16`",
          train_with(lambda p: f"ckpt_path={p.ckpt()}", "model.g_width=16"),
          "was written by a different model: g_width=8 there but 16 here"),
-    Case("generate", "`ckpt_path=` a checkpoint of a removed switch (InfoGAN's code)",
-         lambda p: [f"ckpt_path={checkpoint_copy(p, removed_switch)}"], "git checkout c218713"),
+    Case("generate", "`ckpt_path=` a checkpoint of format 2 (written up to commit fb79f5b)",
+         lambda p: [f"ckpt_path={checkpoint_copy(p, format_2)}"], "git checkout 532c631"),
     Case("generate", "`digits=[7]` for an unconditional model", with_args("generate", "digits=[7]"),
          "digits=[7] needs a conditional GAN"),
     Case("evaluate", "neither `ckpt_path` nor `real=true`", lambda p: [f"data.root={p.mnist}"],

@@ -10,7 +10,6 @@ import functools
 import re
 import signal
 import tempfile
-import threading
 from pathlib import Path
 
 import gradio as gr
@@ -23,8 +22,8 @@ from PIL import Image
 from dcgan import cli
 from dcgan.checkpoints import read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
-from dcgan.module import DCGAN
-from dcgan.sampling import grid_columns, latents, requested_labels, sample, save_grid, walk
+from dcgan.module import load_generator
+from dcgan.sampling import grid_columns, latents, save_grid, save_sample_grid, walk
 from dcgan.schema import App
 
 # The digits fill their boxes (a 242-pixel grid is small on a screen), scaled up in sharp pixels, not blurred.
@@ -43,15 +42,16 @@ class PageError(UserFacingError):
 
 
 def checkpoint(path: Path):
-    """A checkpoint's GAN (on the CPU) and when it was saved, read once while the file stays the same (a last.ckpt
-    training rewrites is read again): the progress slider returns to the same ones, and reading is most of the time."""
+    """A checkpoint's generator (on the CPU) and when it was saved, read once while the file stays the same (a
+    last.ckpt training rewrites is read again): the progress slider returns to the same ones, and reading is most
+    of the time."""
     return read_once(path, path.stat().st_mtime_ns if path.is_file() else None)
 
 
 @functools.lru_cache(maxsize=16)
 def read_once(path: Path, mtime_ns: int | None):
     checkpoint = read_checkpoint(path)
-    return DCGAN.from_checkpoint(checkpoint), saved_at(checkpoint, path)
+    return load_generator(checkpoint), saved_at(checkpoint, path)
 
 
 def box_value(value, name: str, low: int = 0) -> int:
@@ -71,27 +71,21 @@ class Demo:
 
     def __init__(self, ckpt: Path, run: Path, out: Path):
         self.run, self.out = run, out
-        self.gan, self.saved = checkpoint(ckpt)
-        # The page's events run in threads at once, and drawing switches BatchNorm's mode for its duration:
-        # two draws at once would let one run with the other's mode and update the running statistics.
-        self.drawing = threading.Lock()
+        self.generator, self.saved = checkpoint(ckpt)  # in eval mode: the page's events may draw at once
 
     def grid(self, seed, num_samples, digits=None) -> str:
         """`num_samples` digits from `seed`, as generate.py draws them: a conditional model draws `digits` in turn."""
         seed, n = box_value(seed, "The seed"), box_value(num_samples, "The number of digits", 1)
-        with self.drawing:
-            images, _ = sample(self.gan, n, seed, requested_labels(self.gan, digits or None, n))
         path = self.out / f"grid_seed{seed}_{n}{tag(digits)}.png"
-        save_grid(images, path, grid_columns(self.gan))
+        save_sample_grid(self.generator, n, seed, path, digits=digits or None)
         return str(path)
 
     def walk(self, seed_a, seed_b, steps, digit=None) -> tuple[str, str]:
         """`steps` digits along the great circle from seed A's latent point to seed B's: a GIF and a strip."""
         a, b = box_value(seed_a, "Seed A"), box_value(seed_b, "Seed B")
         steps, digits = box_value(steps, "The number of steps", 2), None if digit is None else [int(digit)]
-        ends = torch.cat([latents(1, self.gan.hparams.latent_dim, seed) for seed in (a, b)])  # each seed's point
-        with self.drawing:
-            images, _ = walk(self.gan, ends[None], steps, digits)
+        ends = torch.cat([latents(1, self.generator.latent_dim, seed) for seed in (a, b)])  # each seed's point
+        images, _ = walk(self.generator, ends[None], steps, digits)
         strip = self.out / f"walk_seed{a}_to_{b}_{steps}{tag(digits)}.png"
         save_grid(images, strip, steps)
         with Image.open(strip) as picture:  # each frame is a cell of the strip, with its 2-pixel border
@@ -121,14 +115,12 @@ class Demo:
             when = f"step {int(match[1])}, epoch {int(match[2])}" if match else item.stem
             return str(item), f"{when}: the fixed noise, as training drew it ({where})"
         try:
-            gan, saved = checkpoint(item)
+            generator, saved = checkpoint(item)
         except UserFacingError as err:  # a damaged checkpoint of the run: its message, on the page
             raise gr.Error(str(err)) from None
-        seed, n = box_value(seed, "The seed"), grid_columns(gan) ** 2
+        seed, n = box_value(seed, "The seed"), grid_columns(generator) ** 2
         path = self.out / f"{item.stem}_seed{seed}.png"
-        with self.drawing:
-            images = sample(gan, n, seed)[0]
-        save_grid(images, path, grid_columns(gan))
+        save_sample_grid(generator, n, seed, path)
         return str(path), f"step {saved['step']}, epoch {saved['epoch']}: {n} digits from seed {seed} ({where})"
 
     def pick_source(self, source: str, seed):
@@ -139,7 +131,7 @@ class Demo:
 
 def grid_tab(demo: Demo, blocks: gr.Blocks) -> None:
     """Digits from a seed, as many as asked; a conditional model's are the digits ticked."""
-    classes, columns = demo.gan.num_classes or 0, grid_columns(demo.gan)
+    classes, columns = demo.generator.num_classes or 0, grid_columns(demo.generator)
     with gr.Tab("Grid", elem_id="tab_grid"):
         with gr.Row():
             seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
@@ -154,7 +146,7 @@ def grid_tab(demo: Demo, blocks: gr.Blocks) -> None:
 
 def walk_tab(demo: Demo, blocks: gr.Blocks) -> None:
     """A walk from one seed's latent point to another's; a conditional model draws the digit picked."""
-    classes = demo.gan.num_classes or 0
+    classes = demo.generator.num_classes or 0
     with gr.Tab("Walk", elem_id="tab_walk"):
         with gr.Row():
             seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
@@ -192,7 +184,7 @@ def progress_tab(demo: Demo, blocks: gr.Blocks, run_name: str) -> None:
 
 def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
     """The page; it names the checkpoint and the run as the user gave them."""
-    kind = "a conditional GAN: pick the digits" if demo.gan.num_classes else "an unconditional DCGAN"
+    kind = "a conditional GAN: pick the digits" if demo.generator.num_classes else "an unconditional DCGAN"
     # delete_cache: the copies Gradio serves go when the page stops, and those an hour old every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(

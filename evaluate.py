@@ -15,11 +15,11 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, ListConfig
 
 from dcgan import cli
-from dcgan.checkpoints import checkpoints_in
+from dcgan.checkpoints import checkpoints_in, read_checkpoint
 from dcgan.data import ensure_mnist
 from dcgan.machine import resolve_device
-from dcgan.metrics import SampleQuality, load_classifier, real_digits
-from dcgan.module import load_gan
+from dcgan.metrics import quality_and_floor
+from dcgan.module import load_generator
 from dcgan.reports import format_runs, runs_summary
 from dcgan.sampling import sample
 from dcgan.schema import Evaluate
@@ -36,16 +36,14 @@ def main(cfg: DictConfig) -> None:
     cli.check(cfg, Evaluate)
     device, data_root = resolve_device(cfg.device), to_absolute_path(cfg.data.root)
     ensure_mnist(data_root)
-    classifier = load_classifier(cfg.classifier_path, data_root, device=str(device))
-    quality = SampleQuality(classifier, data_root, copying=True)
-    floor = quality.score(real_digits(data_root, cfg.num_samples, cfg.seed), training_digits=True)
+    quality, floor = quality_and_floor(cfg.classifier_path, data_root, cfg.num_samples, cfg.seed, True, str(device))
     if cfg.real:
         results, floor = {"real training digits": floor}, None
     else:
-        results = {
-            str(path): quality.score(*sample(load_gan(path, map_location=device), cfg.num_samples, cfg.seed))
-            for path in checkpoint_paths(cfg.ckpt_path)
-        }
+        results = {}
+        for path in checkpoint_paths(cfg.ckpt_path):
+            generator = load_generator(read_checkpoint(path)).to(device)
+            results[str(path)] = quality.score(*sample(generator, cfg.num_samples, cfg.seed))
     print(f"{cfg.num_samples} digits (seed {cfg.seed}) of each, against the 10k MNIST test digits:")
     print(format_runs(results, floor))
     if cfg.output:

@@ -14,8 +14,8 @@ from omegaconf import DictConfig, ListConfig
 from dcgan import cli
 from dcgan.checkpoints import read_checkpoint, saved_at
 from dcgan.data import ensure_mnist
-from dcgan.export import default_output, export, file_size
-from dcgan.metrics import SampleQuality, load_classifier, real_digits
+from dcgan.export import config, default_output, export, file_size
+from dcgan.metrics import quality_and_floor
 from dcgan.module import DCGAN
 from dcgan.sampling import sample
 from dcgan.schema import Export
@@ -29,15 +29,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.num_samples:
         ensure_mnist(data_root)
     checkpoint = read_checkpoint(ckpt_path)
-    gan = DCGAN.from_checkpoint(checkpoint)  # on the CPU: exports are traced there and run anywhere
-    saved = saved_at(checkpoint, ckpt_path)
+    gan, saved = DCGAN.from_checkpoint(checkpoint), saved_at(checkpoint, ckpt_path)
+    generator = gan.digit_generator()  # on the CPU: exports are traced there and run anywhere
     output = Path(to_absolute_path(cfg.output_dir)) if cfg.output_dir else default_output(ckpt_path, saved["step"])
     scores = None
     if cfg.num_samples:
-        quality = SampleQuality(load_classifier(cfg.classifier_path, data_root), data_root, copying=True)
-        floor = quality.score(real_digits(data_root, cfg.num_samples, cfg.seed), training_digits=True)
-        scores = quality.score(*sample(gan, cfg.num_samples, cfg.seed)), floor
-    sizes = export(gan, saved, formats, output, scores, cfg.num_samples, cfg.seed)
+        quality, floor = quality_and_floor(cfg.classifier_path, data_root, cfg.num_samples, cfg.seed, copying=True)
+        scores = quality.score(*sample(generator, cfg.num_samples, cfg.seed)), floor
+    sizes = export(generator, config(gan, saved), formats, output, scores, cfg.num_samples, cfg.seed)
     for name, size in sizes.items():
         print(f"  {output / name}  {file_size(size)}")
     print(f"wrote {', '.join(formats)}, samples.png and MODEL_CARD.md to {output}")

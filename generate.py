@@ -14,9 +14,10 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
 from dcgan import cli
+from dcgan.checkpoints import read_checkpoint
 from dcgan.data import to_uint8
 from dcgan.machine import resolve_device
-from dcgan.module import load_gan
+from dcgan.module import load_generator
 from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walks
 from dcgan.schema import Generate
 
@@ -25,12 +26,13 @@ from dcgan.schema import Generate
 def main(cfg: DictConfig) -> None:
     cli.check(cfg, Generate)
     output = Path(to_absolute_path(cfg.output))
-    gan = load_gan(to_absolute_path(cfg.ckpt_path), map_location=resolve_device(cfg.device))
+    generator = load_generator(read_checkpoint(to_absolute_path(cfg.ckpt_path))).to(resolve_device(cfg.device))
     if cfg.mode == "sample":
-        images, labels = sample(gan, cfg.num_samples, cfg.seed, requested_labels(gan, cfg.digits, cfg.num_samples))
-        columns = cfg.nrow or grid_columns(gan)
+        labels = requested_labels(generator, cfg.digits, cfg.num_samples)
+        images, labels = sample(generator, cfg.num_samples, cfg.seed, labels)
+        columns = cfg.nrow or grid_columns(generator)
     else:  # interpolate
-        (images, labels), columns = walks(gan, cfg.walks, cfg.steps, cfg.seed, cfg.digits), cfg.steps
+        (images, labels), columns = walks(generator, cfg.walks, cfg.steps, cfg.seed, cfg.digits), cfg.steps
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npz":
         arrays = {"images": to_uint8(images).numpy()} | ({} if labels is None else {"labels": labels.numpy()})

@@ -9,13 +9,14 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from dcgan.checkpoints import plain_state_dict
 from dcgan.files import write_atomically
-from dcgan.metrics import NUM_DIGITS, SampleQuality, load_classifier, real_digits
+from dcgan.metrics import NUM_DIGITS, quality_and_floor
 from dcgan.reports import write_curves, write_progress_gif
-from dcgan.sampling import grid_columns, sample, save_grid
+from dcgan.sampling import grid_columns, sample, save_sample_grid
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +41,15 @@ class SampleGrid(pl.Callback):
         if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             self.write_grid(trainer, pl_module)
 
+    @rank_zero_only
     def write_grid(self, trainer, pl_module) -> None:
         step = pl_module.step
-        if step == self._last_step or not trainer.is_global_zero:
+        if step == self._last_step:
             return
         self._last_step = step
-        columns = grid_columns(pl_module)
-        images, _ = sample(pl_module, self.rows * columns, self.seed)
+        generator, name = pl_module.digit_generator(), f"step_{step:07d}_epoch_{trainer.current_epoch + 1:03d}.png"
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        picture = save_grid(
-            images, self.dirpath / f"step_{step:07d}_epoch_{trainer.current_epoch + 1:03d}.png", columns
-        )
+        picture = save_sample_grid(generator, self.rows * grid_columns(generator), self.seed, self.dirpath / name)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("samples", picture, global_step=step)
@@ -76,18 +75,18 @@ class SeedStyleFiles(pl.Callback):
         self.weights_every_n_epochs, self.image_every_n_epochs = weights_every_n_epochs, image_every_n_epochs
         self.rows, self.seed = rows, seed
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
-        if not self.enabled or not trainer.is_global_zero:
+        if not self.enabled:
             return
-        epoch = trainer.current_epoch + 1
+        epoch, generator = trainer.current_epoch + 1, pl_module.digit_generator()
         if self.weights_every_n_epochs and epoch % self.weights_every_n_epochs == 0:
-            for name, net in (("generator", pl_module.sampling_generator), ("discriminator", pl_module.discriminator)):
+            for name, net in (("generator", generator.generator), ("discriminator", pl_module.discriminator)):
                 write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
         if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
-            columns = grid_columns(pl_module)
-            images, _ = sample(pl_module, self.rows * columns, self.seed)
             self.dirpath.mkdir(parents=True, exist_ok=True)  # when no weights were written this epoch
-            save_grid(images, self.dirpath / f"image_at_epoch_{epoch:04d}.png", columns)
+            rows = self.rows * grid_columns(generator)
+            save_sample_grid(generator, rows, self.seed, self.dirpath / f"image_at_epoch_{epoch:04d}.png")
 
 
 class QualityMetrics(pl.Callback):
@@ -101,20 +100,19 @@ class QualityMetrics(pl.Callback):
         self.quality = None  # built on first use: it loads (or trains) the classifier
         self.scored_epoch: int | None = None  # the last epoch scored, counted from 1 (ProgressLog's epoch lines)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
         epoch = trainer.current_epoch + 1
         due = self.every_n_epochs and epoch % self.every_n_epochs == 0 or epoch == trainer.max_epochs  # and the end
-        if not due or not trainer.is_global_zero:
+        if not due:
             return
         self.scored_epoch = epoch
-        root = trainer.datamodule.root
         floor = {}
         if self.quality is None:
-            classifier = load_classifier(self.classifier_path, root, device=str(pl_module.device))
-            self.quality = SampleQuality(classifier, root, copying=False)
-            real = self.quality.score(real_digits(root, self.num_samples, seed=0), training_digits=True)
+            root, device = trainer.datamodule.root, str(pl_module.device)
+            self.quality, real = quality_and_floor(self.classifier_path, root, self.num_samples, 0, False, device)
             floor = {f"floor/{name}": value for name, value in real.items() if not name.startswith("digit_")}
-        scores = self.quality.score(*sample(pl_module, self.num_samples, seed=0))
+        scores = self.quality.score(*sample(pl_module.digit_generator(), self.num_samples, seed=0))
         metrics = {f"metric/{name}": value for name, value in scores.items() if not name.startswith("digit_")}
         metrics |= {f"digits/{d}": scores[f"digit_{d}_share"] for d in range(10)}
         pl_module.log_dict(metrics | floor, rank_zero_only=True)
@@ -126,9 +124,8 @@ class RunReport(pl.Callback):
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
 
+    @rank_zero_only
     def on_train_end(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
         for logger in trainer.loggers:
             logger.save()  # TensorBoard's flushes its event file, which write_curves reads back
         write_progress_gif(self.run_dir)
@@ -159,22 +156,23 @@ class ProgressLog(pl.Callback):
             self.epoch_ends += time.monotonic() - self.last_step_ended
             self.last_step_ended = None
 
+    @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.last_step, self.last_step_ended = pl_module.step, time.monotonic()
-        if not trainer.is_global_zero or not pl_module.logging_step:
+        if not pl_module.logging_step:
             return
         values = [trainer.callback_metrics[key] for key in ("loss/d", "loss/g", "d/real", "d/fake")]
         line = "step %d, epoch %d: loss_D %.4f  loss_G %.4f  D(x) %.4f  D(G(z)) %.4f"
         log.info(line, pl_module.step, trainer.current_epoch + 1, *values)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero:
-            return
         epoch = trainer.current_epoch + 1
         line = f"epoch {epoch}/{trainer.max_epochs} ended at step {pl_module.step}, {time.monotonic() - self.epoch_started:.0f} s"
         scored = any(isinstance(c, QualityMetrics) and c.scored_epoch == epoch for c in trainer.callbacks)
         log.info("%s%s", line, self.quality(trainer) if scored else "")  # not an earlier epoch's figures
 
+    @rank_zero_only
     def on_train_end(self, trainer, pl_module):
         self.count_epoch_end()
         elapsed = time.monotonic() - self.started
@@ -185,8 +183,6 @@ class ProgressLog(pl.Callback):
             "timing/epoch_ends_seconds": self.epoch_ends,
             "timing/steps_per_second": rate,
         }
-        if not trainer.is_global_zero:
-            return
         minutes, seconds = divmod(round(elapsed), 60)
         pace = f" ({rate:.1f} steps/s, epoch ends {self.epoch_ends:.0f} s)" if rate else ""
         lines = [

@@ -1,6 +1,6 @@
 """A trained generator as files that load without this project (export.py writes them, docs/export.md).
 
-Every file holds the generator that DCGAN.generate draws with, and draws what it draws: the same digits for
+Every file holds the generator that DCGAN.digit_generator gives, and draws what it draws: the same digits for
 the same z (and labels). Each file is read back and checked for that before the export counts as done, and
 everything is written in a folder beside the output first, so that a failure leaves the output as it was.
 """
@@ -26,7 +26,7 @@ from dcgan.errors import UserFacingError
 from dcgan.models import ClusterPrior, DigitGenerator, Generator, Project, one_hot, quantile_cuts
 from dcgan.module import DCGAN
 from dcgan.reports import format_scores
-from dcgan.sampling import grid_columns, latents, requested_labels, sample, save_grid
+from dcgan.sampling import grid_columns, latents, requested_labels, save_sample_grid
 from dcgan.schema import Format
 
 FILES: dict[Format, tuple[str, ...]] = {
@@ -51,36 +51,24 @@ def default_output(ckpt_path: Path, step: int) -> Path:
     return run_folder(ckpt_path) / "export" / f"step_{step:07d}"
 
 
-def generator_arguments(gan: DCGAN) -> dict:
-    """DigitGenerator.build(**these) has the shape of `gan`'s generator and cluster prior."""
-    return {name: gan.hparams[name] for name in inspect.signature(DigitGenerator.build).parameters}
-
-
-def rebuild(gan: DCGAN) -> DigitGenerator:
-    """A fresh DigitGenerator from generator_arguments and the sampling weights, in eval mode: it samples as `gan`
-    does. Building it the way generator.json tells a user to also checks that the JSON suffices."""
-    generator = DigitGenerator.build(**generator_arguments(gan))
-    generator.load_state_dict(plain_state_dict(DigitGenerator(gan.sampling_generator, gan.cluster_prior)))
-    return generator.eval()
-
-
-def example_inputs(gan: DCGAN, n: int, seed: int) -> tuple[torch.Tensor, ...]:
+def example_inputs(generator: DigitGenerator, n: int, seed: int) -> tuple[torch.Tensor, ...]:
     """(z,) or, for a conditional model, (z, labels): seed `seed`'s n latent points, and digits 0-9 in turn."""
-    labels = requested_labels(gan, None, n)
-    return (latents(n, gan.hparams.latent_dim, seed),) + (() if labels is None else (labels,))
+    labels = requested_labels(generator, None, n)
+    return (latents(n, generator.latent_dim, seed),) + (() if labels is None else (labels,))
 
 
 def config(gan: DCGAN, saved: dict) -> dict:
-    """generator.json: what rebuilds the generator, how it is fed, and where it came from."""
+    """generator.json: what rebuilds `gan`'s digit generator (DigitGenerator.build's arguments), which of its
+    weights it holds, how it is fed, and where it came from (`saved`: dcgan.checkpoints.saved_at's)."""
     hp = gan.hparams
-    if gan.sampling_generator is not gan.generator:
+    if gan.averaging:
         weights = f"the moving average of G's weights (ema_decay {hp.ema_decay}, from step {hp.ema_start_step})"
     elif hp.ema_decay is None:
         weights = "G's own weights (this run kept no moving average)"
     else:
         weights = f"G's own weights (the moving average starts at step {hp.ema_start_step})"
     return {
-        "generator": generator_arguments(gan),
+        "generator": {name: hp[name] for name in inspect.signature(DigitGenerator.build).parameters},
         "weights": weights,
         "inputs": {"z": f"float32 (N, {hp.latent_dim}), standard normal"}
         | ({"labels": f"int64 (N,), digits 0-{gan.num_classes - 1}"} if gan.num_classes else {}),
@@ -92,13 +80,14 @@ def config(gan: DCGAN, saved: dict) -> dict:
     }
 
 
-def write(fmt: Format, gan: DCGAN, folder: Path, saved: dict) -> None:
-    """Write format `fmt`'s FILES into `folder`; the exporters trace a batch of EXAMPLE_BATCH."""
-    generator, inputs = rebuild(gan), example_inputs(gan, EXAMPLE_BATCH, seed=1)
+def write(fmt: Format, generator: DigitGenerator, folder: Path, settings: dict) -> None:
+    """Write format `fmt`'s FILES into `folder` (`settings`: generator.json's); the exporters trace a batch of
+    EXAMPLE_BATCH."""
+    inputs = example_inputs(generator, EXAMPLE_BATCH, seed=1)
     if fmt == "safetensors":  # with generator.py, DigitGenerator's code: the weights load without this project
         # save() and write_bytes rather than save_file, which leaves the file readable by its owner only
         (folder / "generator.safetensors").write_bytes(save(plain_state_dict(generator)))
-        (folder / "generator.json").write_text(json.dumps(config(gan, saved), indent=2) + "\n")
+        (folder / "generator.json").write_text(json.dumps(settings, indent=2) + "\n")
         code = "\n\n".join(
             map(inspect.getsource, (one_hot, Project, Generator, quantile_cuts, ClusterPrior, DigitGenerator))
         )
@@ -121,10 +110,11 @@ def write(fmt: Format, gan: DCGAN, folder: Path, saved: dict) -> None:
 
 
 @torch.no_grad()
-def check(fmt: Format, gan: DCGAN, folder: Path) -> None:
-    """Raise ExportError unless format `fmt`'s file in `folder`, loaded anew (safetensors as MODEL_CARD.md says),
-    draws what `gan` draws for a batch of another size than the traced one (the batch axis must be dynamic)."""
-    inputs = example_inputs(gan, 2 * EXAMPLE_BATCH + 1, seed=2)
+def check(fmt: Format, generator: DigitGenerator, folder: Path) -> None:
+    """Raise ExportError unless format `fmt`'s file in `folder`, loaded anew (safetensors as MODEL_CARD.md says,
+    built from generator.json: it must suffice), draws what `generator` draws for a batch of another size than the
+    traced one (the batch axis must be dynamic)."""
+    inputs = example_inputs(generator, 2 * EXAMPLE_BATCH + 1, seed=2)
     if fmt == "safetensors":
         loaded = DigitGenerator.build(**json.loads((folder / "generator.json").read_text())["generator"])
         loaded.load_state_dict(load_file(folder / "generator.safetensors"))
@@ -137,12 +127,12 @@ def check(fmt: Format, gan: DCGAN, folder: Path) -> None:
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
         feed = {spec.name: tensor.numpy() for spec, tensor in zip(session.get_inputs(), inputs, strict=True)}
         got = torch.from_numpy(np.asarray(session.run(["images"], feed)[0]))
-    expected = gan.generate(*inputs)
+    expected = generator(*inputs)
     error = (got - expected).abs().max().item() if got.shape == expected.shape else float("inf")
     if not error <= TOLERANCE:
         raise ExportError(
             f"{FILES[fmt][0]} does not draw what the checkpoint draws: its images of shape {tuple(got.shape)} differ "
-            f"from DCGAN.generate's {tuple(expected.shape)} by up to {error:.2g} (more than {TOLERANCE}). Nothing was "
+            f"from the checkpoint's {tuple(expected.shape)} by up to {error:.2g} (more than {TOLERANCE}). Nothing was "
             f"written to the output folder. This is a bug of export.py or of this torch's exporter: leave {fmt} out "
             f"(e.g. formats=[safetensors]) to export the others."
         )
@@ -152,9 +142,11 @@ def file_size(size: int) -> str:
     return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
-def model_card(gan: DCGAN, settings: dict, sizes: dict[str, int], scores: tuple | None, n: int, seed: int) -> str:
+def model_card(
+    generator: DigitGenerator, settings: dict, sizes: dict[str, int], scores: tuple | None, n: int, seed: int
+) -> str:
     """MODEL_CARD.md, from templates/: `settings` are generator.json's, `n` is num_samples, the rest as in export()."""
-    generator, conditional = rebuild(gan), bool(gan.num_classes)
+    conditional = bool(generator.num_classes)
     quality = Template((TEMPLATES / ("quality.md" if scores else "quality_not_measured.md")).read_text())
     return Template((TEMPLATES / "model_card.md").read_text()).substitute(
         settings,  # checkpoint, step, epoch, output and weights as generator.json has them
@@ -164,11 +156,11 @@ def model_card(gan: DCGAN, settings: dict, sizes: dict[str, int], scores: tuple 
         inputs="; ".join(f"`{name}` {what}" for name, what in settings["inputs"].items()),
         generator=generator,
         quality=quality.substitute(scores=format_scores(*scores) if scores else "", n=n, seed=seed).rstrip(),
-        digits=grid_columns(gan) ** 2,
+        digits=grid_columns(generator) ** 2,
         seed=seed,
         columns=", each column one digit 0-9" if conditional else "",
         files="\n".join(f"| `{name}` | {file_size(size)} |" for name, size in sizes.items()),
-        latent_dim=gan.hparams.latent_dim,
+        latent_dim=generator.latent_dim,
         labels="\nlabels = np.arange(16) % 10  # the digit of each image (int64)" if conditional else "",
         torch_inputs=", ".join(f"torch.from_numpy({name})" for name in settings["inputs"]),
         feed="{" + ", ".join(f'"{name}": {name}' for name in settings["inputs"]) + "}",
@@ -177,11 +169,17 @@ def model_card(gan: DCGAN, settings: dict, sizes: dict[str, int], scores: tuple 
 
 
 def export(
-    gan: DCGAN, saved: dict, formats: list[Format], output: Path, scores: tuple | None, num_samples: int, seed: int
+    generator: DigitGenerator,
+    settings: dict,
+    formats: list[Format],
+    output: Path,
+    scores: tuple | None,
+    num_samples: int,
+    seed: int,
 ) -> dict[str, int]:
     """Write `formats`, samples.png (from `seed`) and MODEL_CARD.md (with the `scores` of `num_samples` digits
-    from `seed` and of as many real digits, or None) into `output`; return each file's size. `saved` is where and
-    when the checkpoint was saved (dcgan.checkpoints.saved_at)."""
+    from `seed` and of as many real digits, or None) into `output`; return each file's size. `settings` are
+    generator.json's (config)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(".tmp", f".{output.name}.", output.parent, ignore_cleanup_errors=True) as tmp:
         staging = Path(tmp)  # .<output's name>.<random>.tmp beside it: os.replace moves files within one file system
@@ -190,12 +188,13 @@ def export(
             with warnings.catch_warnings():
                 for message in UNINFORMATIVE:
                     warnings.filterwarnings("ignore", message)
-                write(fmt, gan, staging, saved)
-                check(fmt, gan, staging)
+                write(fmt, generator, staging, settings)
+                check(fmt, generator, staging)
             print(f"{fmt:<12} written and checked in {time.perf_counter() - started:.1f} s")
-        save_grid(sample(gan, grid_columns(gan) ** 2, seed)[0], staging / "samples.png", grid_columns(gan))
+        save_sample_grid(generator, grid_columns(generator) ** 2, seed, staging / "samples.png")
         sizes = {name: (staging / name).stat().st_size for fmt in formats for name in FILES[fmt]}
-        (staging / "MODEL_CARD.md").write_text(model_card(gan, config(gan, saved), sizes, scores, num_samples, seed))
+        card = model_card(generator, settings, sizes, scores, num_samples, seed)
+        (staging / "MODEL_CARD.md").write_text(card)
         output.mkdir(exist_ok=True)
         for path in sorted(staging.iterdir()):
             os.replace(path, output / path.name)  # files of the same names (an export of this step) are replaced

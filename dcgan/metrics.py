@@ -225,6 +225,15 @@ class SampleQuality:
         return scores
 
 
+def quality_and_floor(
+    classifier_path: str, data_root: str, num_samples: int, seed: int, copying: bool, device: str = "cpu"
+) -> tuple[SampleQuality, dict[str, float]]:
+    """The metric (its classifier loaded, or trained and cached first) and its floor: the scores of `num_samples`
+    real training digits drawn with `seed`, what a perfect generator would score."""
+    quality = SampleQuality(load_classifier(classifier_path, data_root, device=device), data_root, copying)
+    return quality, quality.score(real_digits(data_root, num_samples, seed), training_digits=True)
+
+
 def real_digits(data_root: str, num_samples: int, seed: int) -> torch.Tensor:
     """`num_samples` training digits drawn at random: what a perfect generator would produce."""
     images, _ = load_mnist_tensors(data_root, train=True)

@@ -46,7 +46,7 @@ class Generator(nn.Module):
 
     def __init__(self, latent_dim: int, width: int, clusters: int | None):
         super().__init__()
-        self.clusters = clusters
+        self.latent_dim, self.clusters = latent_dim, clusters
         self.net = nn.Sequential(
             # z [and the cluster] -> (2*width) x 7 x 7
             Project(latent_dim + (clusters or 0), 2 * width, size=7),
@@ -109,7 +109,7 @@ class ClusterPrior(nn.Module):
 
     def __init__(self, clusters: int, digits: int | None):
         super().__init__()
-        self.per_digit = clusters // (digits or 1)
+        self.digits, self.per_digit = digits, clusters // (digits or 1)
         self.register_buffer("cuts", quantile_cuts(torch.full((digits or 1, self.per_digit), 1 / self.per_digit)))
 
     def set_shares(self, shares: torch.Tensor) -> None:
@@ -125,12 +125,13 @@ class ClusterPrior(nn.Module):
 
 class DigitGenerator(nn.Module):
     """G and its ClusterPrior: images (N, 1, 28, 28) from z (N, latent_dim) alone [and the digits (N,) asked of a
-    conditional GAN]. What sampling, the metric and the exported files draw with."""
+    conditional GAN, one of num_classes]. What sampling, the metric and the exported files draw with."""
 
     def __init__(self, generator: Generator, prior: ClusterPrior | None):
         super().__init__()
         self.generator = generator
         self.prior = prior
+        self.latent_dim, self.num_classes = generator.latent_dim, prior.digits if prior else None
 
     @classmethod
     def build(cls, latent_dim: int, g_width: int, clusters: int | None, num_classes: int | None) -> "DigitGenerator":

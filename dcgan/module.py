@@ -1,10 +1,12 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
+import copy
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from dcgan.checkpoints import CHECKPOINT_FORMAT, read_checkpoint, upgrade
+from dcgan.checkpoints import CHECKPOINT_FORMAT, upgrade
 from dcgan.ema import MovingAverage
 from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator, init_dcgan_weights
 
@@ -91,20 +93,15 @@ class DCGAN(pl.LightningModule):
         return every > 0 and self.step % every == 0
 
     @property
-    def sampling_generator(self) -> Generator:
-        """The generator that draws samples: the averaged G once averaging has started, else G itself."""
-        averaging = self.generator_ema is not None and self.generator_ema.started  # not before ema_start_step
-        return self.generator_ema.module if averaging else self.generator
+    def averaging(self) -> bool:
+        """Whether digits are drawn from the average of G: it has started (not before ema_start_step)."""
+        return self.generator_ema is not None and self.generator_ema.started
 
-    @torch.no_grad()
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """G(z) for showing or scoring, with BatchNorm's running statistics (the averaged G once it has started) and
-        the cluster z picks [among the asked digits' clusters]. Drawing samples changes nothing in the model."""
-        generator = self.sampling_generator
-        was_training = generator.training
-        images = DigitGenerator(generator.eval(), self.cluster_prior)(z, labels).float()
-        generator.train(was_training)
-        return images
+    def digit_generator(self) -> DigitGenerator:
+        """A copy of what draws the digits, in eval mode (BatchNorm's running statistics): the average of G once it
+        has started, else G, with the cluster prior. Drawing from it changes nothing in the GAN."""
+        generator = self.generator_ema.module if self.averaging else self.generator
+        return copy.deepcopy(DigitGenerator(generator, self.cluster_prior)).eval()
 
     def real_targets(self, n: int) -> torch.Tensor:
         """Targets for real images: one-sided label smoothing draws each from U(low, high); off, they are all 1."""
@@ -231,6 +228,7 @@ class DCGAN(pl.LightningModule):
                 group.update(lr=self.hparams.lr, betas=tuple(self.hparams.betas), capturable=False)
 
 
-def load_gan(path: str, map_location: str | torch.device = "cpu") -> DCGAN:
-    """The GAN saved in the checkpoint at `path`, with its weights, on `map_location`."""
-    return DCGAN.from_checkpoint(read_checkpoint(path)).to(map_location)
+def load_generator(checkpoint: dict) -> DigitGenerator:
+    """What the GAN saved in `checkpoint` (as dcgan.checkpoints.read_checkpoint returns it) draws with
+    (DCGAN.digit_generator), on the CPU."""
+    return DCGAN.from_checkpoint(checkpoint).digit_generator()

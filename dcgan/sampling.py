@@ -1,5 +1,6 @@
-"""Drawing digits from a trained GAN: seeded samples, walks through latent space, and grids as PNG files. Training's
-grids and metric, generate.py, evaluate.py, export.py and app.py all draw here: the same seed, the same digits."""
+"""Drawing digits from a generator (dcgan.models.DigitGenerator, as DCGAN.digit_generator and load_generator give
+it): seeded samples, walks through latent space, and grids as PNG files. Training's grids and metric, generate.py,
+evaluate.py, export.py and app.py all draw here: the same seed, the same digits."""
 
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from dcgan.errors import UserFacingError
-from dcgan.module import DCGAN
+from dcgan.models import DigitGenerator
 
 
 class BadDigits(UserFacingError, ValueError):
@@ -20,30 +21,31 @@ def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def requested_labels(gan: DCGAN, digits, n: int) -> torch.Tensor | None:
+def requested_labels(generator: DigitGenerator, digits, n: int) -> torch.Tensor | None:
     """The labels of n samples: `digits` in turn for a conditional model (None: 0-9 in turn, every digit equally
     often), None for an unconditional one, which cannot be asked for digits."""
-    if not gan.num_classes:
+    if not generator.num_classes:
         if digits:
             raise BadDigits(
                 f"digits={list(digits)} needs a conditional GAN (trained with model=cgan), and this checkpoint's "
                 "is unconditional: z alone picks its digits. Leave digits out."
             )
         return None
-    digits = torch.tensor(list(digits) if digits else range(gan.num_classes))
+    digits = torch.tensor(list(digits) if digits else range(generator.num_classes))
     return digits[torch.arange(n) % len(digits)]
 
 
 @torch.no_grad()
 def sample(
-    gan: DCGAN, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500
+    generator: DigitGenerator, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """n digits (in [-1, 1], on the CPU) from seed `seed`'s latent points, and the labels they were drawn for:
     `labels` if given, else a conditional model's every digit equally often (None for an unconditional one)."""
-    z = latents(n, gan.hparams.latent_dim, seed).to(gan.device).split(batch_size)
-    labels = requested_labels(gan, None, n) if labels is None else labels
-    labels_of = [None] * len(z) if labels is None else labels.to(gan.device).split(batch_size)
-    images = torch.cat([gan.generate(*batch).cpu() for batch in zip(z, labels_of, strict=True)])
+    device = next(generator.parameters()).device
+    z = latents(n, generator.latent_dim, seed).to(device).split(batch_size)
+    labels = requested_labels(generator, None, n) if labels is None else labels
+    labels_of = [None] * len(z) if labels is None else labels.to(device).split(batch_size)
+    images = torch.cat([generator(*batch).float().cpu() for batch in zip(z, labels_of, strict=True)])
     return images, None if labels is None else labels.cpu()
 
 
@@ -57,24 +59,28 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def walk(gan: DCGAN, ends: torch.Tensor, steps: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def walk(
+    generator: DigitGenerator, ends: torch.Tensor, steps: int, digits=None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after walk,
     and their labels: a conditional model draws one digit per walk (`digits` in turn, as requested_labels gives)."""
-    t = torch.linspace(0, 1, steps)
-    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(gan.device)
-    walk_labels = requested_labels(gan, digits, len(ends))
+    device, t = next(generator.parameters()).device, torch.linspace(0, 1, steps)
+    z = torch.cat([slerp(a, b, t) for a, b in ends]).to(device)
+    walk_labels = requested_labels(generator, digits, len(ends))
     labels = None if walk_labels is None else walk_labels.repeat_interleave(steps)
-    return gan.generate(z, None if labels is None else labels.to(gan.device)).cpu(), labels
+    return generator(z, None if labels is None else labels.to(device)).float().cpu(), labels
 
 
-def walks(gan: DCGAN, count: int, steps: int, seed: int, digits=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def walks(
+    generator: DigitGenerator, count: int, steps: int, seed: int, digits=None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`count` walks of `steps` images each, between pairs of seed `seed`'s latent points, and their labels."""
-    return walk(gan, latents(2 * count, gan.hparams.latent_dim, seed).view(count, 2, -1), steps, digits)
+    return walk(generator, latents(2 * count, generator.latent_dim, seed).view(count, 2, -1), steps, digits)
 
 
-def grid_columns(gan: DCGAN) -> int:
+def grid_columns(generator: DigitGenerator) -> int:
     """Digits per grid row: 10 for a conditional model (a column per digit, as requested_labels cycles them), else 8."""
-    return 10 if gan.num_classes else 8
+    return 10 if generator.num_classes else 8
 
 
 def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
@@ -87,3 +93,13 @@ def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> torch.Ten
     picture = grid(images, columns)
     save_image(picture, path)
     return picture
+
+
+def save_sample_grid(
+    generator: DigitGenerator, n: int, seed: int, path: str | Path, columns: int | None = None, digits=None
+) -> torch.Tensor:
+    """n digits from seed `seed` (a conditional model's: `digits` in turn, or 0-9) as a grid, `columns` to a row
+    (grid_columns' by default), in a PNG file at `path`; returns the grid. The fixed noise's grids of training, the
+    page's grids, the export's samples.png and generate.py's."""
+    images, _ = sample(generator, n, seed, requested_labels(generator, digits, n))
+    return save_grid(images, path, columns or grid_columns(generator))

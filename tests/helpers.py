@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dcgan.checkpoints import read_checkpoint
+from dcgan.module import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -103,7 +105,14 @@ def last_ckpt(run: Path) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
-def events(run: Path) -> EventAccumulator:
-    """The run's TensorBoard log, with every scalar and image it holds."""
+def generator_of(ckpt: Path):
+    """What the checkpoint draws with (a DigitGenerator in eval mode), loaded as generate.py loads it."""
+    return load_generator(read_checkpoint(ckpt))
+
+
+def events(run: Path):
+    """The run's TensorBoard log, with every scalar and image it holds (an EventAccumulator)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the GPU check lacks it
+
     (event_file,) = (run / "tensorboard").glob("events.out.tfevents.*")
     return EventAccumulator(str(event_file), size_guidance={"scalars": 0, "images": 0}).Reload()

@@ -21,9 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.module import load_gan
 from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
-from tests.helpers import REPO
+from tests.helpers import REPO, generator_of
 
 pytestmark = pytest.mark.slow  # app.py in a process of its own, and a browser
 
@@ -181,7 +180,7 @@ def check_progress(page: Page, run: Path, gan) -> None:
     assert f"{len(checkpoints)} of {len(checkpoints)}" in page.caption() and "last.ckpt" in page.caption()
     page.set("progress_index", 0)
     assert page.image("progress") == grid_size(columns**2, columns)
-    first = load_gan(checkpoints[0])
+    first = generator_of(checkpoints[0])
     assert f"1 of {len(checkpoints)}" in page.caption() and checkpoints[0].name in page.caption()
     assert_same_grid(
         page.pixels("progress", f"{checkpoints[0].stem}_seed0.png"),
@@ -193,7 +192,7 @@ def check_progress(page: Page, run: Path, gan) -> None:
 def test_dcgan_page_draws_grids_walks_and_progress(browser, request, tmp_path):
     run = REPO / (os.environ.get("APP_RUN") or request.getfixturevalue("smoke_run"))  # REPO / absolute: absolute
     ckpt = run / "checkpoints" / "last.ckpt"
-    gan = load_gan(ckpt)
+    gan = generator_of(ckpt)
     with running_app(ckpt, tmp_path / "app.log") as (url, started, answered):
         page = Page(browser, url, tmp_path)
         assert page.image("grid", timeout=60) == (242, 242)  # drawn on load: 64 digits, 8 to a row
@@ -244,7 +243,7 @@ def test_dcgan_page_draws_grids_walks_and_progress(browser, request, tmp_path):
 
 def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
     ckpt = cgan_smoke_run / "checkpoints" / "last.ckpt"
-    gan = load_gan(ckpt)
+    gan = generator_of(ckpt)
     with running_app(ckpt, tmp_path / "app.log") as (url, _, _):
         page = Page(browser, url, tmp_path)
         assert page.image("grid", timeout=60) == grid_size(100, 10)  # a column per digit
@@ -272,12 +271,13 @@ def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
 
 
 def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
-    """The page answers its events in threads at once (on load: the grid, the walk and the progress together)."""
+    """The page answers its events in threads at once (on load: the grid, the walk and the progress together),
+    with no lock: its generator is in eval mode, and drawing changes nothing in it."""
     from app import Demo
 
     demo = Demo(smoke_run / "checkpoints" / "last.ckpt", smoke_run, tmp_path)
-    loaded = {key: value.clone() for key, value in demo.gan.state_dict().items()}
-    expected = sample(demo.gan, 100, seed=1)[0]
+    loaded = {key: value.clone() for key, value in demo.generator.state_dict().items()}
+    expected = sample(demo.generator, 100, seed=1)[0]
 
     def requests():
         for seed in range(10):
@@ -289,6 +289,6 @@ def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    changed = [key for key, value in demo.gan.state_dict().items() if not torch.equal(value, loaded[key])]
+    changed = [key for key, value in demo.generator.state_dict().items() if not torch.equal(value, loaded[key])]
     assert not changed, f"drawing at once changed {changed}"
-    assert torch.equal(sample(demo.gan, 100, seed=1)[0], expected)
+    assert torch.equal(sample(demo.generator, 100, seed=1)[0], expected)

@@ -12,8 +12,8 @@ A fenced block is `python` (run), `bash` (each command checked without doing its
 - `python -m pytest`: the test files it names exist; `make <target>`: the Makefile has the target (and a
   gpu-check's ARGS parse); `tensorboard`: it is installed beside this python.
 Beside the blocks: every commit the docs name exists, every path, link and heading they point to exists, every
-picture in docs/images is shown, every dcgan.<module>.<name> they name exists, docs/configs.md names every group,
-option and callback of conf/, and the docs keep to their line budgets.
+picture in docs/images is shown, every dcgan.<module>.<name> they (and pyproject.toml) name exists,
+docs/configs.md names every group, option and callback of conf/, and the docs keep to their line budgets.
 """
 
 import argparse
@@ -37,8 +37,7 @@ from omegaconf import OmegaConf
 
 from dcgan import schema
 from dcgan.cli import check_plugins, check_values
-from dcgan.module import load_gan
-from tests.helpers import CONF, REPO, TINY, compose_config, run_here
+from tests.helpers import CONF, REPO, TINY, compose_config, generator_of, run_here
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 KINDS = {"bash", "python", "text", "yaml"}
@@ -312,13 +311,13 @@ def test_exports_loading_blocks_draw_what_the_checkpoint_draws(tiny_run, mnist_r
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))  # generator.py
     monkeypatch.delitem(sys.modules, "generator", raising=False)
-    gan = load_gan(ckpt)
+    drawing = generator_of(ckpt)
     for block in loaders:
         scope = {}
         exec(compile(inputs.text, str(inputs), "exec"), scope)
         exec(compile(block.text, str(block), "exec"), scope)
         with torch.no_grad():
-            expected = gan.generate(torch.from_numpy(scope["z"])).numpy()
+            expected = drawing(torch.from_numpy(scope["z"])).numpy()
         np.testing.assert_allclose(scope["images"], expected, atol=1e-4, err_msg=str(block))
     sys.modules.pop("generator", None)
 
@@ -381,7 +380,7 @@ def test_every_path_and_link_the_docs_name_exists():
                 missing.append(f"{page.name}: ({target})")
             elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
                 missing.append(f"{page.name}: ({target}#{anchor})")
-    for page in PAGES:
+    for page in [*PAGES, REPO / "pyproject.toml"]:  # its comments name code too
         for module, name in DOTTED.findall(page.read_text()):
             if not hasattr(importlib.import_module(module), name):
                 missing.append(f"{page.name}: {module}.{name}")

@@ -103,7 +103,7 @@ def test_a_cluster_gan_trains_d_on_the_clusters_of_real_digits_and_g_draws_them_
     torch.testing.assert_close(
         torch.bincount(model.fake_clusters(z), minlength=10) / len(z), shares, atol=0.005, rtol=0
     )
-    images, labels = sample(model, 8, seed=0)  # unconditional to its users: z alone sets the digit
+    images, labels = sample(model.digit_generator(), 8, seed=0)  # unconditional to its users: z alone sets the digit
     assert images.shape == (8, 1, 28, 28) and labels is None
 
 
@@ -164,12 +164,13 @@ def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_
     expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third
     torch.testing.assert_close(model.generator_ema.module.net[0].weight, expected)
     assert not torch.allclose(expected, third)
-    # The BatchNorm statistics are averaged too, and generate() draws from the average.
-    z = torch.randn(8, 100)
+    # The BatchNorm statistics are averaged too, and the digits are drawn from the average, in eval mode.
+    z, drawing = torch.randn(8, 100), model.digit_generator()
     model.generator_ema.module.eval()
     clusters = model.cluster_prior(z)
-    torch.testing.assert_close(model.generate(z), model.generator_ema.module(z, clusters))
-    assert not torch.allclose(model.generate(z), model.generator.eval()(z, clusters))
+    with torch.no_grad():
+        torch.testing.assert_close(drawing(z), model.generator_ema.module(z, clusters))
+        assert not torch.allclose(drawing(z), model.generator.eval()(z, clusters))
     assert any(key.startswith("generator_ema.") for key in model.state_dict())  # so checkpoints keep it
 
 
@@ -179,9 +180,11 @@ def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
     trainer = quiet_trainer(steps=2)
     trainer.fit(model, datamodule=data)  # 2 training steps: before the start
     assert model.generator_ema.n_averaged.item() == 0
-    z = torch.randn(4, 100)
+    z, drawing = torch.randn(4, 100), model.digit_generator()
+    assert model.generator.training  # drawing leaves G training, in train mode
     model.generator.eval()
-    torch.testing.assert_close(model.generate(z), model.generator(z, model.cluster_prior(z)))  # from G until then
+    with torch.no_grad():
+        torch.testing.assert_close(drawing(z), model.generator(z, model.cluster_prior(z)))  # from G until then
     model.generator.train()
     trainer = quiet_trainer(steps=5)
     trainer.fit(model, datamodule=data)  # steps 3, 4, 5

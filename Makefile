@@ -50,12 +50,13 @@ bench: setup
 	$(PYTHON) -m bench.throughput --data-root $(MNIST_ROOT) $(ARGS)
 
 # One prepared check of a GPU machine, install included (docs/benchmarks.md): ARGS="OUT_DIR", or
-# ARGS="--dry-run OUT_DIR" for every step on the CPU at toy sizes. It installs .venv itself, timed, from
-# wheels/ when that folder is there.
+# ARGS="--dry-run OUT_DIR" for every step on the CPU at toy sizes. It installs .venv itself, timed, with only
+# what it runs, from wheels/ when that folder is there.
 gpu-check:
 	$(PYTHON3) bench/gpu_check.py $(ARGS)
 
-# Run where pip reaches a registry, then carry wheels/ to a GPU machine that has none (docs/benchmarks.md).
+# Run where pip reaches a registry, then carry wheels/ to a GPU machine that has none (docs/benchmarks.md): what
+# gpu-check installs beyond the machine's torch stack, for CPython 3.10-3.14 on x86_64 and aarch64, and MNIST.
 wheels: setup
 	$(PYTHON) bench/install.py wheels $(WHEELS) $(MNIST_ROOT)
 

@@ -1,53 +1,54 @@
 """One prepared check of a GPU machine, for the first GPU at hand (docs/benchmarks.md, "The GPU check").
 
-    make gpu-check ARGS="OUT_DIR"              # on a machine with a CUDA GPU: about 8 minutes, install included
+    make gpu-check ARGS="OUT_DIR"              # on a machine with a CUDA GPU: within 8 minutes, install included
     make gpu-check ARGS="--dry-run OUT_DIR"    # every step on the CPU at toy sizes: proves the check itself
 
-It installs .venv when it is missing, on the machine's own PyTorch when its python has one (bench/install.py),
-from wheels/ without a registry when that folder holds wheels (make wheels), and unpacks MNIST from there when
-../shared/data is absent. Then its steps, most valuable first, each in a process of its own under a time cap,
-within a total budget, so that a run cut short still has the most important figures:
+It installs .venv when it is missing (bench/install.py check): on the machine's own PyTorch when its python has
+one, from wheels/ without a registry when that folder holds wheels (make wheels), and unpacks MNIST from there
+when ../shared/data is absent. Then its steps, one process at a time, so that nothing shares the GPU with a timed
+run, each under a time cap and all within a budget, most valuable first:
 
-1. the tests that mean most on a GPU (`pytest -m gpu` on tests/test_graphs.py and tests/test_syncs.py);
-2. side by side on the one GPU: the default (`python train.py trainer=gpu`) and experiment=gpu, each timed,
-   then scored with evaluate.py (10k digits); beside them, experiment=seed_repro for 30 s (the minutes it
-   projects for its 150 epochs), then `python -m bench.throughput --device cuda --rounds 1`;
-3. a learning-rate sweep of N jobs at once for N = 1, 2, 4, 8 and 16 (hydra/launcher=gpu_jobs);
-4. experiment=best, timed and scored, when the budget leaves it room (--budget 900).
+1. where an eager step's host time goes: inside DCGAN.update, which a CUDA graph replays in one launch, and
+   outside it, which no graph removes (bench.profile on experiment=seed_repro);
+2. the tests that mean most on a GPU (`pytest -m gpu`: graphs against eager training, no waits per step);
+3. timed: experiment=seed_repro for 30 s eager, then graphed, each projected to its 150 epochs; the default,
+   graphed, then scored (evaluate.py, after the real digits' floor, which trains the metric's classifier when
+   missing); `python -m bench.throughput --device cuda --rounds 1`, which times a graph's replays by CUDA events;
+4. sweeps of N graphed jobs at once, N = 1, 2, 3, 4 and 8 (hydra/launcher=gpu_jobs), while the budget lasts.
 
-It writes gpu_check.json and gpu_check.md into OUT_DIR, with the versions it ran on and each step's log beside
-them. It needs only the Python standard library itself, so that it runs before anything is installed.
+Graphed runs are strict on a GPU: a run that cannot use graphs fails, saying why. On the CPU (--dry-run) graphs
+cannot run: those runs train eagerly and the table says why. No run draws pictures (callbacks.report=null), so
+the check needs neither matplotlib nor tensorboard. It ends with one table, gpu_check.md and gpu_check.json in
+OUT_DIR (each step's log beside them). It needs only the Python standard library: it runs before any install.
 """
 
 import argparse
 import gzip
 import json
+import math
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 WHEELS = REPO / "wheels"
 MNIST_ROOT = "../shared/data" if (REPO.parent / "shared" / "data" / "MNIST" / "raw").is_dir() else "data"
-# Left out of the check's install, which then needs nothing wheels/ lacks: it runs no export, demo page, other
-# launcher or sweeper, or linter. `make setup` later installs them beside it.
-NOT_RUN = (
-    "hydra-submitit-launcher hydra-optuna-sweeper optuna safetensors onnx onnxscript onnxruntime gradio playwright ruff"
-)
-# Collecting every test module would import gradio, onnx and playwright: only these, where they exist yet.
+# Every step's environment: the tests find MNIST through $MNIST_ROOT, not data.root.
+ENV = {**os.environ, "MNIST_ROOT": str((REPO / MNIST_ROOT).resolve())}
+# Collecting every test module would import gradio, onnx and playwright: only these.
 GPU_TESTS = ("tests/test_graphs.py", "tests/test_syncs.py")
-SEED_REPRO_STEPS = 150 * (60_000 // 128)  # experiment=seed_repro: 150 epochs of 468 batches of 128
+EPOCH, EPOCHS = 60_000 // 128, 150  # experiment=seed_repro: 150 epochs of 468 batches of 128
+SWEEPS = (1, 2, 3, 4, 8)  # jobs at once
 USAGE = 'make gpu-check ARGS="[--dry-run] [--budget SECONDS] OUT_DIR"'
-DEVICE = {False: "trainer=gpu", True: "trainer=cpu"}  # by dry_run
+COLUMNS = ("run", "status", "s", "steps/s", "epoch ends s", "graphs", "x eager", "waits/step", "more")
 
 
 @dataclass
@@ -55,134 +56,132 @@ class Step:
     name: str
     cap_s: int  # the most it may take
     commands: list[list[str]]  # run one after the other; OUT stands for the output folder
-    figures: object = None  # (step, out_dir) -> dict of figures, read from what the commands wrote
-    run: str = ""  # the folder below OUT its training run writes into
+    rows: Callable[["Step", Path], list[dict]]  # its rows of the table, read from what the commands wrote
+    folder: str = ""  # below OUT: where its commands write
     needs_s: int = 30  # skipped when the budget has less left: it could say nothing in less
     result: dict = field(default_factory=dict)
 
 
 def train(run: str, *overrides: str, sweep: bool = False) -> list[str]:
-    root = [f"data.root={MNIST_ROOT}", f"output_root=OUT/{run}"]
+    root = [f"data.root={MNIST_ROOT}", f"output_root=OUT/{run}", "callbacks.report=null"]
     return [PYTHON, "train.py", *(["-m"] if sweep else []), *root, *overrides]
 
 
-def evaluate(run: str, num_samples: int) -> list[str]:
-    where = [f"ckpt_path=OUT/{run}", f"data.root={MNIST_ROOT}", f"output=OUT/{run}/metrics.json"]
-    return [PYTHON, "evaluate.py", *where, f"num_samples={num_samples}"]
+def evaluate(run: str, *settings: str) -> list[str]:
+    return [PYTHON, "evaluate.py", f"data.root={MNIST_ROOT}", f"output=OUT/{run}/metrics.json", *settings]
 
 
-def scored_run(name: str, run: str, cap_s: int, dry_run: bool, *overrides: str, needs_s: int = 30) -> Step:
-    """A training run timed, then evaluate.py on it (a dry run's: a few steps, 1,000 digits)."""
-    toy = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "callbacks.quality.num_samples=500"]
-    commands = [
-        train(run, *overrides, DEVICE[dry_run], *(toy if dry_run else [])),
-        evaluate(run, 1000 if dry_run else 10_000),
+def trained(name: str, run: str, cap_s: int, *overrides: str, scored: str = "") -> Step:
+    """A training run in OUT/<run>, and with `scored` (evaluate.py's num_samples=...) evaluate.py on it."""
+    commands = [train(run, *overrides), *([evaluate(run, f"ckpt_path=OUT/{run}", scored)] if scored else [])]
+    return Step(name, cap_s, commands, runs, run)
+
+
+def plan(dry_run: bool) -> list[Step]:
+    """The steps in order. A dry run's are the same commands at toy sizes, on the CPU."""
+    device = "trainer=cpu" if dry_run else "trainer=gpu"
+    graphed = ["callbacks.cuda_graph.enabled=true", *([] if dry_run else ["callbacks.cuda_graph.strict=true"])]
+    toy = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "callbacks.quality.num_samples=500"]
+    digits = "num_samples=1000" if dry_run else "num_samples=10000"
+    profile = [PYTHON, "-m", "bench.profile", "--data-root", MNIST_ROOT, "--json", "OUT/profile.json"]
+    profile += [*(["--skip", "2", "--steps", "2"] if dry_run else []), "experiment=seed_repro", device]
+    pytest = [PYTHON, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]
+    throughput = [PYTHON, "-m", "bench.throughput", "--data-root", MNIST_ROOT, "--json", "OUT/throughput.json"]
+    throughput += ["--quick"] if dry_run else ["--device", "cuda", "--rounds", "1"]
+    seed_repro = ["experiment=seed_repro", device, *(toy if dry_run else ["trainer.max_time=00:00:00:30"])]
+    steps = [
+        Step("profile: seed_repro eager", 90, [profile], profile_rows),
+        Step("gpu tests", 150, [pytest], test_rows),
+        # Before the timed runs: it trains the metric's classifier where none is cached yet.
+        Step("real digits", 90, [evaluate("real", "real=true", digits)], scores, "real"),
+        trained("seed_repro eager", "seed_repro_eager", 90, *seed_repro),
+        trained("seed_repro graphed", "seed_repro_graphed", 90, *seed_repro, *graphed),
+        trained("default graphed", "default", 150, device, *graphed, *(toy if dry_run else []), scored=digits),
+        Step("throughput", 200, [throughput], throughput_rows, needs_s=60),
     ]
-    return Step(name, cap_s, commands, timed_and_scored, run, needs_s)
-
-
-def seed_repro(dry_run: bool) -> Step:
-    """experiment=seed_repro for 30 s; its steps per second project the 150 epochs (a dry run: 3 steps, each logged)."""
-    toy = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.log_every_n_steps=1"]
-    overrides = ["experiment=seed_repro", DEVICE[dry_run], *(toy if dry_run else ["trainer.max_time=00:00:00:30"])]
-    return Step("seed_repro projection", 75, [train("seed_repro", *overrides)], seed_repro_projection, "seed_repro")
-
-
-def throughput(dry_run: bool) -> Step:
-    command = [PYTHON, "-m", "bench.throughput", "--data-root", MNIST_ROOT, "--json", "OUT/throughput.json"]
-    command += ["--quick"] if dry_run else ["--device", "cuda", "--rounds", "1"]
-    return Step("throughput", 180, [command], throughput_figures)
-
-
-def sweep(dry_run: bool) -> Step:
-    """N learning rates at once on the one device, for each N: short jobs (a few hundred steps, no metric)."""
-    jobs = (1, 2) if dry_run else (1, 2, 4, 8, 16)
-    short = ["trainer.max_epochs=1", f"trainer.limit_train_batches={4 if dry_run else 300}", "callbacks.quality=null"]
-    short += ["trainer.log_every_n_steps=1"] if dry_run else []
-    commands = []
-    for n in jobs:  # learning rates within a factor of 2 of the default's 9e-4 either way: none diverges early
+    short = ["trainer.max_epochs=1", f"trainer.limit_train_batches={4 if dry_run else 1500}", "callbacks.quality=null"]
+    for n in SWEEPS[:2] if dry_run else SWEEPS:  # learning rates within a factor of 2 of the default's 9e-4
         lrs = ",".join(f"{9e-4 * 2 ** ((i - (n - 1) / 2) / 8):.3g}" for i in range(n))
         launcher = ["hydra/launcher=gpu_jobs", f"hydra.launcher.n_jobs={n}", f"model.lr={lrs}"]
-        commands.append(train(f"sweep_{n}", *launcher, DEVICE[dry_run], *short, sweep=True))
-    return Step("sweep: N jobs at once", 180, commands, lambda step, out: sweep_figures(step, out, jobs))
+        command = train(f"sweep_{n}", *launcher, device, *graphed, *short, sweep=True)
+        steps.append(Step(f"sweep: {n} at once", 120, [command], sweep_rows, f"sweep_{n}", needs_s=40))
+    return steps
 
 
-def steps(dry_run: bool) -> list[list[list[Step]]]:
-    """Groups of lanes, most valuable first: a group's lanes run side by side, a lane's steps one after another.
-    The timed runs share the device, as the sweep's jobs do; the sweep step says what that costs each."""
-    files = [name for name in GPU_TESTS if (REPO / name).is_file()]
-    pytest = [PYTHON, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
-    return [
-        [[Step("gpu tests", 120, [pytest], tests)]],
-        [
-            [scored_run("default", "default", 240, dry_run)],
-            [scored_run("experiment=gpu", "gpu", 300, dry_run, "experiment=gpu")],
-            [seed_repro(dry_run), throughput(dry_run)],
-        ],
-        [[sweep(dry_run)]],
-        [[scored_run("experiment=best", "best", 420, dry_run, "experiment=best", needs_s=30 if dry_run else 360)]],
-    ]
+def final_metrics(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("**/final_metrics.json"))]
 
 
-def tests(step: Step, out: Path) -> dict:
+def graphs(finals: list[dict]) -> str:
+    """What the runs' CUDA graphs did: captures / replays, or why they were off."""
+    if off := sorted({final["cuda_graphs/off"] for final in finals} - {None}):
+        return f"off: {'; '.join(off)}"
+    return f"{sum(f['cuda_graphs/captures'] for f in finals)} / {sum(f['cuda_graphs/replays'] for f in finals):,}"
+
+
+def runs(step: Step, out: Path) -> list[dict]:
+    """A training run from its final_metrics.json (steps/s without its start and epoch ends, and those apart), and
+    its scores: experiment=seed_repro's projected to its 150 epochs, at its steps/s and with epoch ends as this run
+    saw them (one per epoch begun)."""
+    (final,) = final_metrics(out / step.folder)
+    rate = final["timing/steps_per_second"]
+    row = {"steps/s": rate and round(rate, 1), "epoch ends s": round(final["timing/epoch_ends_seconds"], 2)}
+    row |= {"graphs": graphs([final]), "steps": final["step"]}
+    if step.name.startswith("seed_repro") and rate:
+        ends = final["timing/epoch_ends_seconds"] / max(1, math.ceil(final["step"] / EPOCH))
+        row |= {"more": {"150 epochs s": round(EPOCHS * (EPOCH / row["steps/s"] + ends))}, "eager": "seed_repro eager"}
+    if len(step.commands) == 2:
+        row["more"] = {"train s": step.result["seconds"][0]} | scores(step, out)[0]["more"]
+    return [row]
+
+
+def scores(step: Step, out: Path) -> list[dict]:
+    """evaluate.py's figures (with real=true, of the real digits: the metric's floor)."""
+    found = json.loads((out / step.folder / "metrics.json").read_text())
+    return [{"run": step.name, "more": {key: round(found[key], 3) for key in ("fid", "kid", "precision", "recall")}}]
+
+
+def profile_rows(step: Step, out: Path) -> list[dict]:
+    profile = json.loads((out / "profile.json").read_text())
+    keys = ("update_host_ms", "other_host_ms", "busy_ms")  # busy: the GPU's, None on the CPU
+    more = {key: round(profile[key], 3) for key in keys if profile[key] is not None}
+    rate = round(1000 / profile["wall_ms"], 1)  # under the profiler, which costs time too
+    return [{"run": step.name, "steps/s": rate, "waits/step": profile["waits"], "more": more}]
+
+
+def test_rows(step: Step, out: Path) -> list[dict]:
     summary = (out / step.result["log"]).read_text().strip().splitlines()[-1]  # the line pytest ends with
     counts = re.findall(r"(\d+) (passed|failed|skipped|deselected|errors?)", summary)
-    return {"tests": {kind: int(n) for n, kind in counts}}
+    return [{"run": step.name, "more": {kind: int(n) for n, kind in counts}}]
 
 
-def timed_and_scored(step: Step, out: Path) -> dict:
-    run = out / step.run
-    figures = {"train s": step.result["seconds"][0], "evaluate s": step.result["seconds"][1]}
-    metrics = json.loads(Path(run, "metrics.json").read_text())
-    for key in ("fid", "kid", "precision", "recall", "min_digit_share", "copy_ratio"):
-        figures[key] = round(metrics[key], 4)
-    final = json.loads(next(Path(run).glob("runs/*/final_metrics.json")).read_text())
-    figures["steps"] = final["step"]
-    return figures
+def throughput_rows(step: Step, out: Path) -> list[dict]:
+    """A row per contender: steps/s of 128 images; on a GPU the profile's waits and busy time, and a graph's
+    replay timed by CUDA events."""
+    report = json.loads((out / "throughput.json").read_text())
+    rows = []
+    for result in report["results"]:
+        row = {"run": f"throughput: {result['name']}", "waits/step": result.get("waits")}
+        row["more"] = {key: result[key] for key in ("busy_ms", "replay_ms") if result.get(key) is not None}
+        if "failed" in result:
+            row["status"] = f"failed: {result['failed']}"
+        else:
+            row["steps/s"] = round(result["images_per_s"] / report["settings"]["batch_size"], 1)
+        if result["name"] in ("eager", "graphs"):
+            row["eager"] = "throughput: eager"
+        rows.append(row)
+    return rows
 
 
-def throughput_figures(step: Step, out: Path) -> dict:
-    rows = json.loads((out / "throughput.json").read_text())["results"]
-    scalar = (int, float, str, bool)
-    return {row["name"]: {k: v for k, v in row.items() if k != "name" and isinstance(v, scalar)} for row in rows}
-
-
-def steps_per_s(log: Path) -> float:
-    """From a run's train.log: steps per second between its first and last logged step, start-up left out."""
-    pattern = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[dcgan\.callbacks\]\[INFO\] - step (\d+),"
-    found = re.findall(pattern, log.read_text(), re.MULTILINE)
-    (t0, s0), (t1, s1) = found[0], found[-1]
-    seconds = (
-        datetime.strptime(t1, "%Y-%m-%d %H:%M:%S,%f") - datetime.strptime(t0, "%Y-%m-%d %H:%M:%S,%f")
-    ).total_seconds()
-    if int(s1) <= int(s0) or seconds <= 0:
-        raise ValueError(f"{log} logged too few steps to time ({len(found)} lines)")
-    return (int(s1) - int(s0)) / seconds
-
-
-def seed_repro_projection(step: Step, out: Path) -> dict:
-    run = out / step.run
-    rate = steps_per_s(next(run.glob("runs/*/train.log")))
-    final = json.loads(next(run.glob("runs/*/final_metrics.json")).read_text())
-    return {
-        "steps": final["step"],
-        "steps/s": round(rate, 1),  # the per-epoch metric and checkpoints included, the start-up not
-        "projected 150 epochs min": round(SEED_REPRO_STEPS / rate / 60, 1),
-    }
-
-
-def sweep_figures(step: Step, out: Path, jobs: tuple[int, ...]) -> dict:
-    """For each N that finished: its wall time, against one job's, and each job's steps per second."""
-    rounds = {}
-    for n, seconds in zip(jobs, step.result["seconds"], strict=False):
-        rates = [steps_per_s(log) for log in (out / f"sweep_{n}").glob("multirun/*/*/train.log")]
-        rounds[f"{n} at once"] = {
-            "wall s": seconds,
-            "vs one job": round(seconds / step.result["seconds"][0], 2),
-            "steps/s per job": round(sum(rates) / len(rates), 1),
-            "steps/s in all": round(sum(rates), 1),
-        }
-    return rounds
+def sweep_rows(step: Step, out: Path) -> list[dict]:
+    """N jobs at once: a job's steps/s (its start and epoch ends left out) and epoch ends on average, all jobs'
+    steps/s, and the sweep's wall time."""
+    finals = final_metrics(out / step.folder)
+    rates = [final["timing/steps_per_second"] for final in finals]
+    ends = sum(final["timing/epoch_ends_seconds"] for final in finals) / len(finals)
+    row = {"run": step.name, "steps/s": round(sum(rates) / len(rates), 1), "epoch ends s": round(ends, 2)}
+    more = {"jobs": len(finals), "steps/s in all": round(sum(rates), 1), "wall s": step.result["seconds"][0]}
+    return [row | {"graphs": graphs(finals), "more": more}]
 
 
 def machine() -> dict:
@@ -217,6 +216,7 @@ def run_step(step: Step, out: Path, cap_s: float) -> None:
     """Run the step's commands in order under `cap_s` seconds in all; record each one's seconds and the status."""
     log = out / f"{re.sub(r'[^a-z0-9]+', '_', step.name.lower()).strip('_')}.log"
     step.result = {"status": "ok", "seconds": [], "log": log.name}
+    (out / step.folder).mkdir(exist_ok=True)
     started = time.monotonic()
     with open(log, "w") as f:
         for command in step.commands:
@@ -225,9 +225,8 @@ def run_step(step: Step, out: Path, cap_s: float) -> None:
             f.flush()
             began = time.monotonic()
             try:
-                done = subprocess.run(
-                    command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(cap_s - (began - started), 1)
-                )
+                timeout = max(cap_s - (began - started), 1)
+                done = subprocess.run(command, cwd=REPO, env=ENV, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
             except subprocess.TimeoutExpired:
                 step.result["status"] = "timed out"
                 break
@@ -235,53 +234,38 @@ def run_step(step: Step, out: Path, cap_s: float) -> None:
             if done.returncode != 0:
                 step.result["status"] = f"failed (exit {done.returncode})"
                 break
-    if step.figures and step.result["seconds"]:  # a sweep cut short still has the rounds it finished
-        try:
-            step.result["figures"] = step.figures(step, out)
-        except (OSError, KeyError, ValueError, StopIteration, IndexError, ZeroDivisionError) as err:
-            if step.result["status"] == "ok":
-                step.result["status"] = f"ran, but its figures could not be read ({type(err).__name__}: {err})"
 
 
-def run_lane(lane: list[Step], out: Path, deadline: float, beside: list[str]) -> None:
-    for step in lane:
-        left = deadline - time.monotonic()
-        if left < step.needs_s:
-            step.result = {"status": f"skipped: {max(left, 0):.0f} s of the budget left, it needs {step.needs_s}"}
-        else:
-            print(f"{step.name} (up to {min(step.cap_s, left):.0f} s) ...", flush=True)
-            run_step(step, out, min(step.cap_s, left))
-            print(f"  {step.name}: {step.result['status']}", flush=True)
-        step.result["beside"] = beside
-
-
-def run_group(lanes: list[list[Step]], out: Path, deadline: float) -> None:
-    """The group's lanes side by side, each in a thread of its own (the work is in the processes they start)."""
-    names = [[step.name for step in lane] for lane in lanes]
-    threads = [
-        threading.Thread(target=run_lane, args=(lane, out, deadline, sum(names[:i] + names[i + 1 :], [])))
-        for i, lane in enumerate(lanes)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+def table(steps: list[Step], out: Path) -> list[dict]:
+    """The steps' rows, each with its step's status and seconds; x eager against the eager row it names."""
+    rows = []
+    for step in steps:
+        status, seconds = step.result["status"], " + ".join(map(str, step.result.get("seconds", [])))
+        found = []
+        if status == "ok":
+            try:
+                found = step.rows(step, out)
+            except (OSError, KeyError, ValueError, TypeError, IndexError, ZeroDivisionError) as err:
+                status = f"ran, but its figures could not be read ({type(err).__name__}: {err})"
+        for i, row in enumerate(found or [{}]):  # the step's status, unless a row has its own (a failed contender)
+            rows.append({"run": step.name, "status": status, "s": "" if i else seconds} | row)
+    rate = {row["run"]: row.get("steps/s") for row in rows}
+    for row in rows:
+        eager = rate.get(row.pop("eager", None))
+        if eager and row.get("steps/s"):
+            row["x eager"] = round(row["steps/s"] / eager, 2)
+    return rows
 
 
 def install(out: Path) -> dict:
-    """.venv when it is missing, timed: what the check runs of requirements.txt, on the python running the check,
-    without a registry when wheels/ holds wheels. Its own marker: a later `make setup` installs the rest."""
+    """.venv when it is missing, timed: what the check runs (bench/install.py check), on the python running the
+    check, without a registry when wheels/ holds wheels. Its own marker: a later `make setup` installs the rest."""
     if any((REPO / ".venv" / marker).is_file() for marker in (".installed", ".gpu_check")):
         return {"status": "already installed", "seconds": 0}
-    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
-    needed = [
-        line for line in lines if line and line[0] != "#" and re.split(r"[=<>!~\[; ]", line)[0] not in NOT_RUN.split()
-    ]
-    (out / "requirements.txt").write_text("\n".join(needed) + "\n")
     offline = ["--no-index", "--find-links", str(WHEELS)] if any(WHEELS.glob("*.whl")) else []
     began = time.monotonic()
     with open(out / "install.log", "w") as f:
-        command = [sys.executable, "bench/install.py", "setup", ".venv", str(out / "requirements.txt"), *offline]
+        command = [sys.executable, "bench/install.py", "check", ".venv", *offline]
         done = subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
     said = (out / "install.log").read_text().splitlines()
     ours = [line for line in said if line.startswith(("make setup:", "Error:"))][-1:]
@@ -308,22 +292,26 @@ def unpack_mnist() -> None:
             os.replace(raw / f"{packed.stem}.part", raw / packed.stem)
 
 
+def cell(value) -> str:
+    if isinstance(value, dict):
+        return "; ".join(f"{key} {cell(v)}" for key, v in value.items())
+    return "" if value is None else f"{value:,}" if isinstance(value, int) else str(value).replace("|", "/")
+
+
 def markdown(report: dict) -> str:
-    ran_on = ", ".join(f"{key} {value}" for key, value in report["versions"].items())
+    machine, ran_on = (", ".join(f"{k} {v}" for k, v in report[key].items()) for key in ("machine", "versions"))
     lines = [
         f"# GPU check{' (dry run on the CPU, toy sizes)' if report['dry_run'] else ''}",
         "",
-        f"Machine: {report['machine']}. Ran on: {ran_on}.",
+        f"Machine: {machine}. Ran on: {ran_on}.",
         f"Install: {report['install']['status']} ({report['install']['seconds']} s). "
-        f"Budget {report['budget_s']} s, used {report['used_s']} s.",
+        f"Budget {report['budget_s']} s, used {report['used_s']} s. One process at a time; steps/s leave out each "
+        "run's start and its epoch ends (epoch ends s); graphs: captures / replays, or why they were off.",
         "",
-        "| step | status | seconds | ran beside | figures |",
-        "| --- | --- | --- | --- | --- |",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + " --- |" * len(COLUMNS),
+        *("| " + " | ".join(cell(row.get(column)) for column in COLUMNS) + " |" for row in report["table"]),
     ]
-    for step in report["steps"]:
-        figures = json.dumps(step.get("figures", {})).replace("|", "/")
-        seconds = " + ".join(map(str, step.get("seconds", [])))
-        lines.append(f"| {step['name']} | {step['status']} | {seconds} | {', '.join(step['beside'])} | {figures} |")
     return "\n".join(lines) + "\n"
 
 
@@ -377,17 +365,23 @@ def main() -> None:
     unpack_mnist()
     report["versions"] = versions()
     print(f"ran on: {json.dumps(report['versions'])}", flush=True)
-    groups = steps(args.dry_run)
-    for step in (step for lanes in groups for lane in lanes for step in lane) if args.dry_run else []:
-        step.cap_s *= 3  # a busy 2-core CPU takes minutes over the toy sizes: the caps are a GPU's
-    for lanes in groups:
-        run_group(lanes, out, started + args.budget)
-    report["steps"] = [{"name": s.name, **s.result} for lanes in groups for lane in lanes for s in lane]
+    steps = plan(args.dry_run)
+    for step in steps:
+        left = started + args.budget - time.monotonic()
+        cap = step.cap_s * (3 if args.dry_run else 1)  # a 2-core CPU takes minutes over the toy sizes
+        if left < step.needs_s:
+            step.result = {"status": f"skipped: {max(left, 0):.0f} s of the budget left, it needs {step.needs_s}"}
+        else:
+            print(f"{step.name} (up to {min(cap, left):.0f} s) ...", flush=True)
+            run_step(step, out, min(cap, left))
+            print(f"  {step.name}: {step.result['status']}", flush=True)
+    report["table"] = table(steps, out)
     report["used_s"] = round(time.monotonic() - started, 1)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "gpu_check.md").write_text(markdown(report))
+    print(markdown(report))
     print(f"wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
-    failed = [s["name"] for s in report["steps"] if not s["status"].startswith(("ok", "skipped"))]
+    failed = [row["run"] for row in report["table"] if not row["status"].startswith(("ok", "skipped"))]
     raise SystemExit(1 if failed else 0)
 
 

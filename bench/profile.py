@@ -3,7 +3,9 @@
 On a GPU a step of these small networks is set by the host: how fast it launches work and where it waits for
 the device. `step_summary` says so per step: the GPU's busy and idle time and its idle gaps, the host's launches
 and waits, the slowest kernels, and the host ops that take the most time; on the CPU profiler, which sees no
-device, the wall time and the host ops, with the device figures None (not measured), never 0.
+device, the wall time and the host ops, with the device figures None (not measured), never 0. `python -m
+bench.profile` also splits the host's time between DCGAN.update, which a CUDA graph replays in one launch, and
+the rest of the step (Lightning's loop, the callbacks, the data), which no graph removes.
 
 `StepProfile` is the Lightning callback that takes the profile (bench/throughput.py adds it by config), and
 `step_done` serves a plain loop as well (bench/classic.py). Only torch.profiler's public API is read:
@@ -11,6 +13,8 @@ FunctionEvent's name, device_type, time_range, self_cpu_time_total and is_user_a
 2.11 to 2.14 (torch's private Kineto events changed in between).
 """
 
+import functools
+import json
 import re
 import statistics
 import tempfile
@@ -25,11 +29,14 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from dcgan import cli
+from dcgan.module import DCGAN
 from dcgan.schema import Train
 from dcgan.training import train
 
 # The host range that marks the profiled steps: the summary reads its start and end in the profiler's own clock.
 WINDOW = "bench.profile: profiled steps"
+# The host range around each DCGAN.update (`python -m bench.profile` only).
+UPDATE = "dcgan.update"
 # Host calls that put work on the GPU's queue, and host calls that wait for the GPU (a blocking cudaMemcpy
 # waits for the work queued before it: what .item() and .cpu() do).
 LAUNCHES = {
@@ -96,16 +103,18 @@ class StepProfile(pl.Callback):
 
 
 def step_summary(events, steps: int) -> dict:
-    """Per step of a profile that holds StepProfile's window: wall ms; the GPU's busy ms (the union of its
-    kernels, copies and memsets) and idle ms (wall minus busy), the idle gaps of at least IDLE_GAP_US and the
-    largest; the host's launches, wall microseconds per launch and the launch calls' mean microseconds; its waits
-    for the GPU and their ms; the slowest device names (calls, microseconds per call, share of busy time) and the
-    host ops with the most self time. Without device events (the CPU profiler) every device figure is None."""
+    """Per step of a profile that holds StepProfile's window: wall ms; the host's ms inside UPDATE ranges and
+    outside them (None without such ranges); the GPU's busy ms (the union of its kernels, copies and memsets) and
+    idle ms (wall minus busy), the idle gaps of at least IDLE_GAP_US and the largest; the host's launches, wall
+    microseconds per launch and the launch calls' mean microseconds; its waits for the GPU and their ms; the
+    slowest device names (calls, microseconds per call, share of busy time) and the host ops with the most self
+    time. Without device events (the CPU profiler) every device figure is None."""
     window = next(e for e in events if e.name == WINDOW and e.device_type == DeviceType.CPU)
     start, end = window.time_range.start, window.time_range.end
     host = [
         e for e in events if e.device_type == DeviceType.CPU and e is not window and start <= e.time_range.start <= end
     ]
+    updates = [e.time_range.elapsed_us() for e in host if e.name == UPDATE]
     # A record_function range also shows on the device's timeline, as an annotation spanning its kernels.
     device = [e for e in events if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)]
     busy, gaps, cursor = 0.0, [], start
@@ -116,7 +125,13 @@ def step_summary(events, steps: int) -> dict:
     stop = max(end, cursor)  # the GPU may finish the window's work after the host has left it
     gaps = [gap for gap in [*gaps, stop - cursor] if gap >= IDLE_GAP_US]
     wall = stop - start
-    summary = {"steps": steps, "wall_ms": wall / 1000 / steps, "top_cpu_ops": top_cpu_ops(host, steps)}
+    summary = {
+        "steps": steps,
+        "wall_ms": wall / 1000 / steps,
+        "update_host_ms": sum(updates) / 1000 / steps if updates else None,
+        "other_host_ms": (end - start - sum(updates)) / 1000 / steps if updates else None,
+        "top_cpu_ops": top_cpu_ops(host, steps),
+    }
     if not device:
         keys = ("busy_ms", "idle_ms", "idle_gaps", "largest_gap_ms", "launches", "wall_us_per_launch")
         return summary | dict.fromkeys((*keys, "launch_call_us", "waits", "wait_ms", "slowest_kernels"))
@@ -167,6 +182,18 @@ def top_cpu_ops(host: list, steps: int) -> list[dict]:
     ]
 
 
+def update_as_a_range() -> None:
+    """DCGAN.update inside an UPDATE range, in this process alone: its profile then splits the host's time."""
+    update = DCGAN.update
+
+    @functools.wraps(update)
+    def ranged(self, *args, **kwargs):
+        with record_function(UPDATE):
+            return update(self, *args, **kwargs)
+
+    DCGAN.update = ranged
+
+
 def main() -> None:
     parser = cli.ArgumentParser(
         prog="python -m bench.profile", description="Where a training step of train.py's run goes, step by step."
@@ -174,14 +201,18 @@ def main() -> None:
     parser.add_argument("--data-root", default="data", help="the folder that holds MNIST/raw/")
     parser.add_argument("--skip", type=cli.whole(1), default=30, help="training steps before the profile (30)")
     parser.add_argument("--steps", type=cli.whole(1), default=20, help="training steps profiled (20)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=seed_repro")
     args = parser.parse_args()
     profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}
     overrides = ["callbacks.quality=null", *args.overrides]
+    update_as_a_range()
     train_steps(args.data_root, overrides, args.skip + args.steps, {"step_profile": profile})
     from bench.profile import StepProfile as Instantiated  # Hydra built it from bench.profile, not __main__
 
     summary = Instantiated.named[""].summary
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{args.steps} steps after {args.skip}, {' '.join(args.overrides) or 'the default'}, per step:")
     for key, value in summary.items():
         if not isinstance(value, list):
@@ -193,17 +224,21 @@ def main() -> None:
             )
 
 
-def train_steps(data_root: str, overrides: list[str], steps: int, callbacks: dict) -> None:
+def train_steps(data_root: str, overrides: list[str], steps: int, callbacks: dict) -> str:
     """train.py's run of `overrides`, checked as train.py checks it, for `steps` training steps in a scratch run
-    folder, with `callbacks` (name -> config) added: what bench.profile profiles and bench.throughput times."""
+    folder, with `callbacks` (name -> config) added: what bench.profile profiles and bench.throughput times. No
+    pictures at its end (callbacks.report), which nobody would see there. Returns the precision it trained in
+    (`auto` resolved)."""
     with tempfile.TemporaryDirectory() as out, initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"output_dir={out}", f"data.root={data_root}", *overrides])
+        scratch = [f"output_dir={out}", f"data.root={data_root}", "callbacks.report=null"]
+        cfg = compose("config", overrides=[*scratch, *overrides])
         cli.check(cfg, Train)
         OmegaConf.update(cfg, "trainer.max_steps", 2 * steps)  # both optimizers' steps
         OmegaConf.update(cfg, "trainer.max_epochs", -1)  # steps alone end it: no check allows that in train.py
         for name, callback in callbacks.items():
             OmegaConf.update(cfg, f"callbacks.{name}", callback, force_add=True)
         train(cfg)
+        return cfg.trainer.precision
 
 
 if __name__ == "__main__":

@@ -7,20 +7,13 @@ import os
 import re
 from pathlib import Path
 
-import matplotlib
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageDraw, ImageOps
+from pytorch_lightning.loggers import TensorBoardLogger
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import LogFormatter, ScalarFormatter  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from PIL import Image, ImageDraw, ImageOps  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from torch.utils.tensorboard.summary import hparams  # noqa: E402
-
-from dcgan import cli  # noqa: E402
-from dcgan.metrics import NEAREST_K, NUM_DIGITS  # noqa: E402
+from dcgan import cli
+from dcgan.metrics import NEAREST_K, NUM_DIGITS
 
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
 # The HPARAMS table's metric columns: the quality metric and the scalars DCGAN.training_step logs.
@@ -46,6 +39,11 @@ def log_hparams(logger: TensorBoardLogger, cfg: DictConfig) -> None:
     """Declare this run's row of TensorBoard's HPARAMS tab when it starts: its model, data, trainer and seed as
     columns and HPARAM_METRICS as metric columns, which TensorBoard fills with each scalar's last value as the run
     goes. (Lightning's log_hyperparams would also log a placeholder value for each metric, a false point on its curve.)"""
+    try:
+        from torch.utils.tensorboard.summary import hparams
+    except ImportError:  # no tensorboard: Lightning's TensorBoardLogger writes with tensorboardX, as this does
+        from tensorboardX.summary import hparams
+
     config = OmegaConf.to_container(cfg, resolve=True)
     settings = compared_settings({key: config[key] for key in ("model", "data", "trainer", "seed")})
     for summary in hparams(settings, dict.fromkeys(HPARAM_METRICS, 0.0)):
@@ -76,6 +74,8 @@ def write_progress_gif(run_dir: Path, frame_ms: int = 250, max_frames: int | Non
 def read_scalars(run_dir: Path, x: str = "step") -> dict[str, list[tuple[float, float]]]:
     """Every scalar the run logged to TensorBoard: tag -> [(x, value), ...] in x's order, x being each point's
     `step` or `wall_time` (seconds since 1970)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     series = {}
     for event_file in sorted(run_dir.glob("tensorboard/**/events.out.tfevents.*")):
         acc = EventAccumulator(str(event_file), size_guidance={"scalars": 0}).Reload()
@@ -87,12 +87,26 @@ def read_scalars(run_dir: Path, x: str = "step") -> dict[str, list[tuple[float, 
 def plain_numbers(axis) -> None:
     """Label a log axis's ticks 3, 4, 10 rather than matplotlib's 3 x 10^0, 4 x 10^0, 10^1. (LogFormatter labels
     the minor ticks matplotlib would: ScalarFormatter would label all, and they overlap beyond one decade.)"""
+    from matplotlib.ticker import LogFormatter, ScalarFormatter
+
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
 
 
+def pyplot():
+    """matplotlib's pyplot, drawing into files only (no display needed). Imported where a picture is drawn, and
+    tensorboard where events are read: a run that draws none trains without them (make gpu-check's lean machine)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def write_curves(run_dir: Path) -> Path | None:
     """curves.png: losses and D's outputs over steps, and the quality metrics over epochs."""
+    plt = pyplot()
     scalars = read_scalars(run_dir)
     if "loss/d" not in scalars:
         return None

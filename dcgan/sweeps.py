@@ -11,7 +11,6 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import yaml
 from hydra.core.utils import JobReturn
@@ -20,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dcgan.files import write_atomically
-from dcgan.reports import plain_numbers, read_scalars
+from dcgan.reports import plain_numbers, pyplot, read_scalars
 
 
 def objective(metrics: dict) -> float:
@@ -97,7 +96,6 @@ def write_summary(sweep_dir: Path) -> None:
     write_atomically(sweep_dir / "summary.csv", lambda f: f.write(out.getvalue().encode()))
     best = rows[0]["job"]  # rows come best first, the jobs without an objective last
     scored = not math.isnan(rows[0]["metrics"].get("objective", math.nan))
-    write_figure(sweep_dir / "summary.png", rows)
     lines = [
         f"# Sweep {sweep_dir.name}: {len(rows)} jobs, best first",
         "",
@@ -109,6 +107,7 @@ def write_summary(sweep_dir: Path) -> None:
         *("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table),
     ]
     write_atomically(sweep_dir / "summary.md", lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    write_figure(sweep_dir / "summary.png", rows)  # last: it needs matplotlib, which a GPU check may lack
 
 
 def write_figure(path: Path, rows: list[dict]) -> None:
@@ -116,6 +115,7 @@ def write_figure(path: Path, rows: list[dict]) -> None:
     varying = varying_overrides(rows)
     names = [f"{row['job']}: " + ", ".join(f"{k}={row['overrides'].get(k, '')}" for k in varying) for row in rows]
     objectives = [row["metrics"].get("objective", math.nan) for row in rows]
+    plt = pyplot()
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(13, 0.8 + 0.45 * max(len(rows), 6)), constrained_layout=True)
     bars.barh(names[::-1], objectives[::-1])
     bars.set(title="objective (lower is better; failed jobs have no bar)", xlabel="objective")

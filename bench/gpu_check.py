@@ -9,9 +9,9 @@ when ../shared/data is absent. Then its steps, one process at a time, so that no
 run, each under a time cap and all within a budget, most valuable first:
 
 1. where an eager step's host time goes: inside DCGAN.update, which a CUDA graph replays in one launch, and
-   outside it, which no graph removes (bench.profile on experiment=seed_repro);
+   outside it, which no graph removes (bench.profile on experiment=reference_script);
 2. the tests that mean most on a GPU (`pytest -m gpu`: graphs against eager training, no waits per step);
-3. timed: experiment=seed_repro for 30 s eager, then graphed, each projected to its 150 epochs; the default,
+3. timed: experiment=reference_script for 30 s eager, then graphed, each projected to its 150 epochs; the default,
    graphed, then scored (evaluate.py, after the real digits' floor, which trains the metric's classifier when
    missing); `python -m bench.throughput --device cuda --rounds 1`, which times a graph's replays by CUDA events;
 4. sweeps of N graphed jobs at once, N = 1, 2, 3, 4 and 8 (hydra/launcher=gpu_jobs), while the budget lasts.
@@ -45,7 +45,7 @@ MNIST_ROOT = "../shared/data" if (REPO.parent / "shared" / "data" / "MNIST" / "r
 ENV = {**os.environ, "MNIST_ROOT": str((REPO / MNIST_ROOT).resolve())}
 # Collecting every test module would import gradio, onnx and playwright: only these.
 GPU_TESTS = ("tests/test_graphs.py", "tests/test_syncs.py")
-EPOCH, EPOCHS = 60_000 // 128, 150  # experiment=seed_repro: 150 epochs of 468 batches of 128
+EPOCH, EPOCHS = 60_000 // 128, 150  # experiment=reference_script: 150 epochs of 468 batches of 128
 SWEEPS = (1, 2, 3, 4, 8)  # jobs at once
 USAGE = 'make gpu-check ARGS="[--dry-run] [--budget SECONDS] OUT_DIR"'
 COLUMNS = ("run", "status", "s", "steps/s", "epoch ends s", "graphs", "x eager", "waits/step", "more")
@@ -84,18 +84,18 @@ def plan(dry_run: bool) -> list[Step]:
     toy = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "callbacks.quality.num_samples=500"]
     digits = "num_samples=1000" if dry_run else "num_samples=10000"
     profile = [PYTHON, "-m", "bench.profile", "--data-root", MNIST_ROOT, "--json", "OUT/profile.json"]
-    profile += [*(["--skip", "2", "--steps", "2"] if dry_run else []), "experiment=seed_repro", device]
+    profile += [*(["--skip", "2", "--steps", "2"] if dry_run else []), "experiment=reference_script", device]
     pytest = [PYTHON, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *GPU_TESTS]
     throughput = [PYTHON, "-m", "bench.throughput", "--data-root", MNIST_ROOT, "--json", "OUT/throughput.json"]
     throughput += ["--quick"] if dry_run else ["--device", "cuda", "--rounds", "1"]
-    seed_repro = ["experiment=seed_repro", device, *(toy if dry_run else ["trainer.max_time=00:00:00:30"])]
+    reference_script = ["experiment=reference_script", device, *(toy if dry_run else ["trainer.max_time=00:00:00:30"])]
     steps = [
-        Step("profile: seed_repro eager", 90, [profile], profile_rows),
+        Step("profile: reference_script eager", 90, [profile], profile_rows),
         Step("gpu tests", 150, [pytest], test_rows),
         # Before the timed runs: it trains the metric's classifier where none is cached yet.
         Step("real digits", 90, [evaluate("real", "real=true", digits)], scores, "real"),
-        trained("seed_repro eager", "seed_repro_eager", 90, *seed_repro),
-        trained("seed_repro graphed", "seed_repro_graphed", 90, *seed_repro, *graphed),
+        trained("reference_script eager", "reference_script_eager", 90, *reference_script),
+        trained("reference_script graphed", "reference_script_graphed", 90, *reference_script, *graphed),
         trained("default graphed", "default", 150, device, *graphed, *(toy if dry_run else []), scored=digits),
         Step("throughput", 200, [throughput], throughput_rows, needs_s=60),
     ]
@@ -121,15 +121,18 @@ def graphs(finals: list[dict]) -> str:
 
 def runs(step: Step, out: Path) -> list[dict]:
     """A training run from its final_metrics.json (steps/s without its start and epoch ends, and those apart), and
-    its scores: experiment=seed_repro's projected to its 150 epochs, at its steps/s and with epoch ends as this run
+    its scores: experiment=reference_script's projected to its 150 epochs, at its steps/s and with epoch ends as this run
     saw them (one per epoch begun)."""
     (final,) = final_metrics(out / step.folder)
     rate = final["timing/steps_per_second"]
     row = {"steps/s": rate and round(rate, 1), "epoch ends s": round(final["timing/epoch_ends_seconds"], 2)}
     row |= {"graphs": graphs([final]), "steps": final["step"]}
-    if step.name.startswith("seed_repro") and rate:
+    if step.name.startswith("reference_script") and rate:
         ends = final["timing/epoch_ends_seconds"] / max(1, math.ceil(final["step"] / EPOCH))
-        row |= {"more": {"150 epochs s": round(EPOCHS * (EPOCH / row["steps/s"] + ends))}, "eager": "seed_repro eager"}
+        row |= {
+            "more": {"150 epochs s": round(EPOCHS * (EPOCH / row["steps/s"] + ends))},
+            "eager": "reference_script eager",
+        }
     if len(step.commands) == 2:
         row["more"] = {"train s": step.result["seconds"][0]} | scores(step, out)[0]["more"]
     return [row]

@@ -202,7 +202,9 @@ def main() -> None:
     parser.add_argument("--skip", type=cli.whole(1), default=30, help="training steps before the profile (30)")
     parser.add_argument("--steps", type=cli.whole(1), default=20, help="training steps profiled (20)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=seed_repro")
+    parser.add_argument(
+        "overrides", nargs="*", help="train.py's overrides, e.g. trainer=gpu experiment=reference_script"
+    )
     args = parser.parse_args()
     profile = {"_target_": "bench.profile.StepProfile", "skip": args.skip, "steps": args.steps}
     overrides = ["callbacks.quality=null", *args.overrides]

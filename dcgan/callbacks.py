@@ -55,12 +55,12 @@ class SampleGrid(pl.Callback):
                 logger.experiment.add_image("samples", picture, global_step=step)
 
 
-class SeedStyleFiles(pl.Callback):
+class ReferenceScriptFiles(pl.Callback):
     """The reference script's files, by its names, for code that expects them: every `weights_every_n_epochs`
     epochs `generator_epoch_X.pth` and `discriminator_epoch_X.pth` (plain state_dicts), every
     `image_every_n_epochs` epochs `image_at_epoch_XXXX.png` (SampleGrid's digits); X is the epoch counted from 1,
     XXXX the same in 4 digits. The generator saved is the one the image and generate.py draw with: the moving
-    average once it has started. Off unless `enabled` (experiment=seed_repro); either interval can be null."""
+    average once it has started. Off unless `enabled` (experiment=reference_script); either interval can be null."""
 
     def __init__(
         self,

@@ -83,6 +83,20 @@ def check_values(values: dict, schema: type[BaseModel]) -> BaseModel:
 
 def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
     parts = [str(p) for p in error["loc"]]
+    if error["type"] == "extra_forbidden":  # added with +, where the section takes no more
+        *section, leaf = parts
+        close = difflib.get_close_matches(leaf, set(at(values, ".".join(section)) or {}) - {leaf}, n=1)
+        guess = f" (did you mean {'.'.join([*section, close[0]])}?)" if close else ""
+        return (
+            f"{'.'.join(parts)} is not a key of this config{guess}, and this part of it takes no other. "
+            f"`python {os.path.basename(sys.argv[0])} --cfg job` lists every key."
+        )
+    if error["type"] == "missing" and parts[-1].isdigit():  # a list shorter than its kind
+        key = ".".join(parts[:-1])
+        return f"{key}={shown(at(values, key))} has too few values. Use e.g. {key}={example(schema, key)}."
+    if error["type"] == "missing":  # deleted with ~
+        key = ".".join(parts)
+        return f"{key} is required: give it, e.g. {key}={example(schema, key)}."
     while parts and at(values, ".".join(parts), missing=KeyError) is KeyError:  # pydantic's own parts of a loc
         parts.pop()
     key = ".".join(parts)
@@ -167,9 +181,9 @@ class CheckHydraSettings(Callback):
 
 
 class EndRunOnUserError(Callback):
-    """A Hydra callback of every entry point (hydra.callbacks in conf/config.yaml and conf/script.yaml): a run
-    whose job failed with an error a user can act on ends with it here, before Hydra reports the job in a line of
-    its own; `run` then prints its paragraph. (In a sweep Hydra reports each failed job and goes on.) Any other
+    """A Hydra callback of every entry point (conf/hydra/callbacks/checks.yaml): a run whose job failed with an
+    error a user can act on ends with it here, before Hydra reports the job in a line of its own; `run` then
+    prints its paragraph. (In a sweep Hydra reports each failed job and goes on.) Any other
     failure of a job is marked as one, so that `run` shows its traceback."""
 
     def on_job_end(self, config, job_return: JobReturn, **kwargs) -> None:
@@ -215,17 +229,25 @@ def fail(message: str, exit_code: int) -> None:
     raise SystemExit(exit_code if rank_zero_only.rank == 0 else 0)
 
 
+# Options and keys that were renamed, so that "seed" means only a random seed: the old name -> the new one.
+RENAMED = {"experiment=seed_repro": "experiment=reference_script", "callbacks.seed_files": "callbacks.reference_files"}
+
+
 def config_error_message(err: Exception, script: str) -> str:
     """One paragraph for an error Hydra or OmegaConf raised while composing or reading the config: the key or
     option it concerns, and what to write instead."""
     if isinstance(err, MissingConfigException) and (found := re.search(r"Could not find '(.+)/([^/']+)'", str(err))):
         group, option = found.groups()
+        if new := RENAMED.get(f"{group}={option}"):
+            return f"{group}={option} was renamed: write {new} instead."
         return (
             f"{group}={option} is not an option of the config group {group}: use one of "
             f"{', '.join(err.options or [])} (the files of conf/{group}/)."
         )
     cause = err.__cause__
     key = getattr(cause, "full_key", None) or getattr(err, "full_key", None)
+    if key and (new := RENAMED.get(key)):
+        return f"{key} was renamed: write {new} instead."
     if isinstance(err, ConfigCompositionException) and key and (found := re.search(r"use \+(\S+)", str(err))):
         appended = found[1]
         close = difflib.get_close_matches(key.split(".")[-1], keys_beside(cause), n=1)

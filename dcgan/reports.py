@@ -12,7 +12,6 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageOps
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from dcgan import cli
 from dcgan.metrics import NEAREST_K, NUM_DIGITS
 
 GRID_NAME = re.compile(r"step_(\d+)_epoch_(\d+)\.png")
@@ -206,6 +205,10 @@ def format_runs(results: dict[str, dict[str, float]], floor: dict[str, float] | 
 
 
 def main() -> None:
+    """`python -m dcgan.reports RUN_DIR`. The command-line layer is imported here, so that importing the reports
+    (training does, at a run's end) does not pull in the config checks."""
+    from dcgan import cli
+
     parser = cli.ArgumentParser(
         prog="python -m dcgan.reports", description="Write progress.gif and curves.png into a run folder."
     )
@@ -223,4 +226,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    from dcgan.cli import run
+
+    run(main)

@@ -8,12 +8,14 @@ tries. A key that is not here is refused by Hydra itself, with a "did you mean";
 Trainer, the logger or the callbacks are theirs (the sections that allow them say so).
 """
 
+import difflib
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from hydra.utils import get_class
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from dcgan import validation as probe
 from dcgan.data import MNIST_LAYOUT
@@ -172,6 +174,19 @@ class Trainer(Built):
     ]
     strategy: Instance | None = None  # trainer=ddp
     sync_batchnorm: Flag = False  # trainer=ddp
+
+    @model_validator(mode="after")
+    def lightning_takes_the_added_ones(self):
+        takes = inspect.signature(get_class(self.target).__init__).parameters
+        for name in self.model_extra or {}:
+            if name not in takes:
+                close = difflib.get_close_matches(name, takes, n=1)
+                raise probe.BadInput(
+                    f"trainer.{name} is not an argument of {self.target}"
+                    + (f" (did you mean trainer.{close[0]}?)" if close else "")
+                    + ". Add only the arguments it takes, e.g. +trainer.profiler=simple."
+                )
+        return self
 
 
 class Callback(Built):

@@ -239,7 +239,30 @@ def something_to_score(cfg) -> None:
         raise BadInput(f"real=true scores real digits, not ckpt_path={shown(cfg.ckpt_path)}: give one of the two.")
 
 
+def available_memory() -> int:
+    """The bytes a process can have now: Linux's MemAvailable, elsewhere the free pages."""
+    try:
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
+    except (OSError, TypeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def digits_fit_in_memory(cfg) -> None:
+    """generate.py holds every digit it draws at once, as floats, twice while it gathers the batches."""
+    n = cfg.num_samples if cfg.mode == "sample" else cfg.walks * cfg.steps
+    per_digit, have = 2 * 28 * 28 * 4, available_memory()
+    if n * per_digit > have:
+        asked = f"num_samples={n}" if cfg.mode == "sample" else f"walks={cfg.walks} with steps={cfg.steps}"
+        fewer = "e.g. num_samples=10000" if cfg.mode == "sample" else "fewer walks or steps"
+        raise BadInput(
+            f"{asked} draws {n:,} digits at once, about {n * per_digit / 2**30:,.1f} GiB, and this machine has "
+            f"{have / 2**30:.1f} GiB available. Draw at most {have // per_digit:,} at a time ({fewer}), in several "
+            "files with different seeds."
+        )
+
+
 RULES = {
     "Train": (clusters_within_digits, devices_exist, batches_per_rank, resumed_model_matches),
+    "Generate": (digits_fit_in_memory,),
     "Evaluate": (something_to_score,),
 }

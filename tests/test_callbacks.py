@@ -1,5 +1,5 @@
 """The training callbacks (dcgan/callbacks.py) in real short runs: the sample grids, the log lines of
-train.log, and the reference script's files (SeedStyleFiles, experiment=seed_repro)."""
+train.log, and the reference script's files (ReferenceScriptFiles, experiment=reference_script)."""
 
 import json
 
@@ -56,13 +56,13 @@ def test_smoke_run_log_shows_losses_metric_and_summary_like_the_reference_script
 
 
 @pytest.fixture(scope="module")
-def seed_files(mnist_root, classifier_path, tmp_path_factory):
+def reference_files(mnist_root, classifier_path, tmp_path_factory):
     """A smoke run (2 epochs) with the files every epoch and the image every 2, and a moving average from step 5."""
     return smoke_train(
         tmp_path_factory,
-        "callbacks.seed_files.enabled=true",
-        "callbacks.seed_files.weights_every_n_epochs=1",
-        "callbacks.seed_files.image_every_n_epochs=2",
+        "callbacks.reference_files.enabled=true",
+        "callbacks.reference_files.weights_every_n_epochs=1",
+        "callbacks.reference_files.image_every_n_epochs=2",
         "model.ema_start_step=5",
         f"data.root={mnist_root}",
         f"classifier_path={classifier_path}",
@@ -70,28 +70,32 @@ def seed_files(mnist_root, classifier_path, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_files_have_the_reference_names(seed_files):
-    assert sorted(p.name for p in (seed_files / "seed_files").iterdir()) == [
+def test_files_have_the_reference_names(reference_files):
+    assert sorted(p.name for p in (reference_files / "reference_files").iterdir()) == [
         "discriminator_epoch_1.pth",
         "discriminator_epoch_2.pth",
         "generator_epoch_1.pth",
         "generator_epoch_2.pth",
         "image_at_epoch_0002.png",
     ]
-    with Image.open(seed_files / "seed_files" / "image_at_epoch_0002.png") as image:
+    with Image.open(reference_files / "reference_files" / "image_at_epoch_0002.png") as image:
         assert image.size == (8 * 30 + 2, 8 * 30 + 2)  # the 64 fixed latent points, 8 to a row
 
 
 @pytest.mark.slow
-def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(seed_files):
-    checkpoint = read_checkpoint(seed_files / "checkpoints" / "last.ckpt")  # saved at the end of epoch 2, as the files
+def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(reference_files):
+    checkpoint = read_checkpoint(
+        reference_files / "checkpoints" / "last.ckpt"
+    )  # saved at the end of epoch 2, as the files
     gan, drawing = DCGAN.from_checkpoint(checkpoint), load_generator(checkpoint)
     hp = gan.hparams
     generator = Generator(hp.latent_dim, hp.g_width, hp.clusters)
-    generator.load_state_dict(torch.load(seed_files / "seed_files" / "generator_epoch_2.pth", weights_only=True))
+    generator.load_state_dict(
+        torch.load(reference_files / "reference_files" / "generator_epoch_2.pth", weights_only=True)
+    )
     discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.clusters)
     discriminator.load_state_dict(
-        torch.load(seed_files / "seed_files" / "discriminator_epoch_2.pth", weights_only=True)
+        torch.load(reference_files / "reference_files" / "discriminator_epoch_2.pth", weights_only=True)
     )
     z = torch.randn(4, hp.latent_dim)
     clusters = gan.cluster_prior(z) if gan.cluster_prior is not None else None  # the files hold G; the rule is its own
@@ -99,5 +103,5 @@ def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(
         torch.testing.assert_close(generator.eval()(z, clusters), drawing(z))  # the average, which has started
         assert (gan.generator.eval()(z, clusters) - drawing(z)).abs().max() > 1e-2  # not G's own weights
     torch.testing.assert_close(discriminator.state_dict(), gan.discriminator.state_dict())
-    first = torch.load(seed_files / "seed_files" / "generator_epoch_1.pth", weights_only=True)
+    first = torch.load(reference_files / "reference_files" / "generator_epoch_1.pth", weights_only=True)
     assert any(not torch.equal(first[key], value) for key, value in generator.state_dict().items())

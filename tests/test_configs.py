@@ -39,7 +39,7 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
         assert isinstance(trainer, pl.Trainer)
 
 
-# The reference script users copy (dcgan_mnist.py): what experiment=seed_repro must train, whatever the defaults.
+# The reference script users copy (dcgan_mnist.py): what experiment=reference_script must train, whatever the defaults.
 REFERENCE_SCRIPT = {
     "model.latent_dim": 100,
     "model.g_width": 64,
@@ -58,7 +58,7 @@ REFERENCE_SCRIPT = {
     "callbacks.sample_grid.every_n_epochs": 10,
     "callbacks.sample_grid.every_n_steps": None,
     "callbacks.sample_grid.rows": 8,
-    "callbacks.seed_files.enabled": True,
+    "callbacks.reference_files.enabled": True,
 }
 # The paper's DCGAN (Radford et al., 2015): experiment=dcgan_paper.
 PAPER = {
@@ -74,7 +74,7 @@ PAPER = {
 }
 
 
-@pytest.mark.parametrize("preset, spec", [("seed_repro", REFERENCE_SCRIPT), ("dcgan_paper", PAPER)])
+@pytest.mark.parametrize("preset, spec", [("reference_script", REFERENCE_SCRIPT), ("dcgan_paper", PAPER)])
 def test_the_reference_presets_train_what_they_reproduce(preset, spec):
     cfg = compose_config(f"experiment={preset}")
     assert {key: OmegaConf.select(cfg, key) for key in spec} == spec

@@ -262,7 +262,7 @@ def check_tool(module: str, args: list[str], monkeypatch) -> None:
     if hasattr(tool, "parse_args"):  # bench.throughput: its own checks after argparse's, and its variants
         parsed = tool.parse_args()
         for variant in parsed.variants.values():
-            values = OmegaConf.to_container(compose_config("experiment=seed_repro", *variant), resolve=True)
+            values = OmegaConf.to_container(compose_config("experiment=reference_script", *variant), resolve=True)
             check_values(values, schema.Train)
         return
     original = argparse.ArgumentParser.parse_args
@@ -306,7 +306,7 @@ def test_exports_loading_blocks_draw_what_the_checkpoint_draws(tiny_run, mnist_r
     inputs, each other one loads a file and draws."""
     folder, ckpt = tmp_path / "export", tiny_run / "checkpoints" / "last.ckpt"
     run_here("export.py", f"ckpt_path={ckpt}", f"output_dir={folder}", "num_samples=0", f"data.root={mnist_root}")
-    inputs, *loaders = [b for b in python_blocks("docs/export.md") if "seed_files/" not in b.text]
+    inputs, *loaders = [b for b in python_blocks("docs/export.md") if "reference_files/" not in b.text]
     assert len(loaders) == 3 and "z =" in inputs.text
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))  # generator.py
@@ -322,15 +322,15 @@ def test_exports_loading_blocks_draw_what_the_checkpoint_draws(tiny_run, mnist_r
     sys.modules.pop("generator", None)
 
 
-def test_the_reference_files_block_loads_a_seed_repro_runs_pth_files(mnist_root, tmp_path, monkeypatch):
-    """docs/export.md's `.pth` block, in the folder of an experiment=seed_repro run cut to 5 one-step epochs."""
+def test_the_reference_files_block_loads_a_reference_script_runs_pth_files(mnist_root, tmp_path, monkeypatch):
+    """docs/export.md's `.pth` block, in the folder of an experiment=reference_script run cut to 5 one-step epochs."""
     from dcgan.training import train
 
-    (block,) = [b for b in python_blocks("docs/export.md") if "seed_files/" in b.text]
+    (block,) = [b for b in python_blocks("docs/export.md") if "reference_files/" in b.text]
     quiet = ("quality", "report", "progress_bar", "model_summary", "sample_grid")
     overrides = ["trainer.limit_train_batches=1", "data.batch_size=16", *(f"callbacks.{c}=null" for c in quiet)]
     overrides += ["trainer.max_epochs=5", f"data.root={mnist_root}"]
-    train(compose_config("experiment=seed_repro", *overrides, output_dir=str(tmp_path)))
+    train(compose_config("experiment=reference_script", *overrides, output_dir=str(tmp_path)))
     monkeypatch.chdir(tmp_path)
     scope = {}
     exec(compile(block.text, str(block), "exec"), scope)

@@ -1,13 +1,14 @@
 """generate.py on checkpoints of real (short) training runs: arrays, grids and latent walks. Its refusals of bad
 input are tests/test_validation.py's."""
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
 
-from dcgan.module import load_gan
 from dcgan.sampling import sample, slerp
-from tests.helpers import last_ckpt, run_here
+from tests.helpers import generator_of, last_ckpt, run_here
 
 
 def test_npz_holds_uint8_digits_like_mnist_drawn_as_sample_draws_them(tiny_run, tmp_path):
@@ -16,8 +17,10 @@ def test_npz_holds_uint8_digits_like_mnist_drawn_as_sample_draws_them(tiny_run, 
     data = np.load(out)
     assert set(data.files) == {"images"}  # an unconditional model has no labels
     assert data["images"].shape == (100, 28, 28) and data["images"].dtype == np.uint8
-    images, _ = sample(load_gan(last_ckpt(tiny_run)), 100, seed=3)
+    images, _ = sample(generator_of(last_ckpt(tiny_run)), 100, seed=3)
     assert np.array_equal(data["images"], ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
+    # The scripts configure no logging of their own, and turn off none: the project's warnings still reach the user.
+    assert not logging.getLogger("dcgan.graphs").disabled and not logging.getLogger("dcgan.machine").disabled
 
 
 def test_conditional_npz_honours_requested_digits(tiny_cgan_run, tmp_path):

@@ -202,22 +202,22 @@ def test_gpu_check_dry_run_installs_from_wheels_on_a_lean_machine_and_runs_every
 
     rows = {row["run"]: row for row in report["table"]}
     assert list(rows) == [
-        "profile: seed_repro eager",
+        "profile: reference_script eager",
         "gpu tests",
         "real digits",
-        "seed_repro eager",
-        "seed_repro graphed",
+        "reference_script eager",
+        "reference_script graphed",
         "default graphed",
         *(f"throughput: {name}" for name in ("classic", "project", "data: classic", "data: project")),
         "sweep: 1 at once",
         "sweep: 2 at once",
     ]
     assert all(row["status"] == "ok" for row in rows.values()), rows
-    profile = rows["profile: seed_repro eager"]
+    profile = rows["profile: reference_script eager"]
     assert profile["steps/s"] > 0 and profile["more"]["update_host_ms"] > 0 and profile["more"]["other_host_ms"] > 0
     assert rows["gpu tests"]["more"]["passed"] >= 1 and "failed" not in rows["gpu tests"]["more"]
     assert rows["real digits"]["more"]["fid"] < rows["default graphed"]["more"]["fid"]
-    eager, graphed = rows["seed_repro eager"], rows["seed_repro graphed"]
+    eager, graphed = rows["reference_script eager"], rows["reference_script graphed"]
     assert eager["graphs"] == "off: callbacks.cuda_graph.enabled=false" and eager["x eager"] == 1.0
     assert graphed["graphs"].startswith("off: they need a CUDA GPU") and graphed["x eager"] > 0
     for row in (eager, graphed, rows["default graphed"]):

@@ -2,6 +2,8 @@
 curves, and both pictures rebuilt for any run folder."""
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -54,3 +56,10 @@ def test_reports_rebuild_from_any_run_folder(smoke_run, tmp_path):
     with Image.open(copy / "progress.gif") as gif:
         assert gif.n_frames == 3
     assert (copy / "curves.png").stat().st_size > 10_000
+
+
+def test_the_reports_are_a_library_that_does_not_import_the_config_checks():
+    """Training imports the reports at a run's end; only `python -m dcgan.reports` needs the command-line layer."""
+    code = "import sys, dcgan.reports; print(sorted(m for m in sys.modules if m.startswith('dcgan.')))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "dcgan.reports" in imported and not {"dcgan.cli", "dcgan.schema", "dcgan.module"} & set(eval(imported))

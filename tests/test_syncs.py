@@ -41,7 +41,7 @@ RUN = (
     f"callbacks.sample_grid.every_n_steps={GRID_EVERY}",
     "callbacks.sample_grid.every_n_epochs=1",
     "callbacks.quality=null",
-    "callbacks.seed_files.enabled=false",
+    "callbacks.reference_files.enabled=false",
     "data.batch_size=16",
     "model.g_width=16",
     "model.d_width=16",
@@ -112,11 +112,11 @@ def allowed(step: int) -> bool:
     "recipe",
     [
         # The default recipe with its moving average of G started at step 3, and the reference recipe
-        # (dropout, label smoothing, instance noise) that experiment=seed_repro times.
+        # (dropout, label smoothing, instance noise) that experiment=reference_script times.
         pytest.param(("experiment=smoke", "model.ema_start_step=3", "model.clusters=10"), marks=pytest.mark.gpu),
-        pytest.param(("experiment=seed_repro",), marks=pytest.mark.slow),
+        pytest.param(("experiment=reference_script",), marks=pytest.mark.slow),
     ],
-    ids=["default", "seed_repro"],
+    ids=["default", "reference_script"],
 )
 def test_steps_read_nothing_from_the_device_except_at_logging_grid_and_epoch_end_steps(
     recipe, mnist_root, monkeypatch, tmp_path

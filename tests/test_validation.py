@@ -208,6 +208,7 @@ def test_each_keys_example_is_in_its_domain(entry, right):
 def invoke(entry: str, args: list[str], place: Place, capsys) -> tuple[int, str]:
     """`python <entry>.py <args>` in this process: its exit status and what it printed on stderr."""
     place.monkeypatch.chdir(REPO)
+    place.monkeypatch.setattr(probe, "available_memory", lambda: 16 * 2**30)  # the same message on every machine
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
         run_here(f"{entry}.py", *args)
@@ -375,6 +376,8 @@ HAND_PICKED = [
          "was written by a different model: g_width=8 there but 16 here"),
     Case("generate", "`ckpt_path=` a checkpoint of format 2 (written up to commit fb79f5b)",
          lambda p: [f"ckpt_path={checkpoint_copy(p, format_2)}"], "git checkout 532c631"),
+    Case("generate", "`num_samples=` more digits than memory holds", with_args("generate", "num_samples=10000000000"),
+         "draws 10,000,000,000 digits at once, about 58,412.6 GiB, and this machine has 16.0 GiB available"),
     Case("generate", "`digits=[7]` for an unconditional model", with_args("generate", "digits=[7]"),
          "digits=[7] needs a conditional GAN"),
     Case("evaluate", "neither `ckpt_path` nor `real=true`", lambda p: [f"data.root={p.mnist}"],
@@ -388,6 +391,18 @@ HAND_PICKED = [
          "model.lrr is not a key of this config (did you mean model.lr?)"),
     Case("train", "`trainer=gpuu` (no such option)", train_with("trainer=gpuu"),
          "trainer=gpuu is not an option of the config group trainer: use one of cpu, ddp"),
+    Case("train", "`+model.lrr=1e-3` (a key the model does not take)", train_with("+model.lrr=1e-3"),
+         "model.lrr is not a key of this config (did you mean model.lr?)"),
+    Case("train", "`+trainer.profile=simple` (not a Trainer argument)", train_with("+trainer.profile=simple"),
+         "trainer.profile is not an argument of pytorch_lightning.Trainer (did you mean trainer.profiler?)"),
+    Case("train", "`model.betas=[0.5]` (one value of two)", train_with("model.betas=[0.5]"),
+         "model.betas=[0.5] has too few values. Use e.g. model.betas=[0.5,0.999]."),
+    Case("train", "`~model.lr` (a required key deleted)", train_with("~model.lr"),
+         "model.lr is required: give it, e.g. model.lr="),
+    Case("train", "`experiment=seed_repro` (renamed)", train_with("experiment=seed_repro"),
+         "experiment=seed_repro was renamed: write experiment=reference_script instead."),
+    Case("train", "`callbacks.seed_files.enabled=true` (renamed)", train_with("callbacks.seed_files.enabled=true"),
+         "callbacks.seed_files was renamed: write callbacks.reference_files instead."),
     Case("train", "`model.lr=[` (not an override Hydra can read)", train_with("model.lr=["),
          "The command line cannot be read"),
     Case("train", "`data.root=${nowhere}` (an interpolation of nothing)", train_with("data.root=${nowhere}"),
@@ -495,3 +510,8 @@ def test_a_genuine_bug_keeps_its_traceback(mnist_root, tmp_path):
         check=False,
     )
     assert result.returncode == 1 and "Traceback" in result.stderr and "omegaconf.errors" in result.stderr
+
+
+def test_the_memory_a_process_can_have_is_this_machines():
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert 0 < probe.available_memory() <= total

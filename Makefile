@@ -33,11 +33,11 @@ browser:
 train: setup
 	$(PYTHON) train.py data.root=$(MNIST_ROOT) $(ARGS)
 
-# Every test: what CI runs (about 25 minutes on 2 cores, docs/tests.md).
+# Every test: what CI runs (docs/tests.md says how long it takes).
 test: setup browser
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest $(ARGS)
 
-# The tests not marked slow: under 2 minutes on 2 cores, without the metric's classifier or a browser.
+# The tests not marked slow: a few minutes, without the metric's classifier or a browser.
 test-fast: setup
 	MNIST_ROOT=$(MNIST_ROOT) $(PYTHON) -m pytest -m "not slow" $(ARGS)
 

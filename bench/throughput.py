@@ -1,6 +1,6 @@
 """Training throughput, side by side: this project against the classic loop users copy today.
 
-    python -m bench.throughput                      # the table below, about 10 minutes on a 2-core CPU
+    python -m bench.throughput                      # the table below, within 10 minutes on 2 AVX2 cores
     python -m bench.throughput --quick              # a few steps of each, to check that it runs (CI)
     python -m bench.throughput --json bench.json    # also write the figures as JSON
     python -m bench.throughput --variant "fp32: trainer.precision=32-true" --variant "bf16: trainer.precision=bf16-mixed"
@@ -9,10 +9,10 @@
 It measures, in interleaved rounds (so that a slower minute of a shared machine
 hits every contender alike), each run in a fresh process of its own:
 - `classic`: bench/classic.py, a plain PyTorch loop over torchvision's MNIST with
-  per-sample transforms and a DataLoader, on the project's default networks, fp32;
+  per-sample transforms and a DataLoader, on the reference script's own networks, fp32;
 - `project` (and every `--variant`): `train.py`'s own `train()` with the Lightning
   Trainer, its real callbacks and TensorBoard logging, composed from conf/ with
-  `experiment=seed_repro` (the classic loop's recipe and networks) and the
+  `experiment=reference_script` (the classic loop's recipe and networks) and the
   variant's overrides; `project` itself is fp32, as the classic loop;
 - the data path alone: the classic DataLoader against the in-memory data module.
 Images per second are the median over fixed-length intervals after a warm-up;
@@ -20,9 +20,9 @@ each ratio divides by the classic figure of the same kind. A contender that fail
 is shown as failed, with its reason, and the others are still measured.
 
 With `--device cuda` the contenders are the classic loop on the GPU, `project fp32`, `eager`
-(`experiment=seed_repro trainer=gpu`, bf16), `graphs` (the same with CUDA graphs) and every `--variant`; each
+(`experiment=reference_script trainer=gpu`, bf16), `graphs` (the same with CUDA graphs) and every `--variant`; each
 row adds bench/profile.py's summary of PROFILE_STEPS more steps: where the GPU idles, the host's launches and
-waits, the slowest kernel.
+waits, the slowest kernel; and for a graphed row, REPLAYS_TIMED replays of its graph timed by CUDA events.
 """
 
 import argparse
@@ -41,13 +41,16 @@ from bench.classic import classic_loader, require_gpu, train_classic
 from bench.profile import StepProfile, train_steps
 from dcgan import cli
 from dcgan.data import MNISTDataModule, ensure_mnist
+from dcgan.graphs import Replay
+from dcgan.machine import cpu_kind
 
 PROFILE_STEPS = 50  # --device cuda: the steps profiled after the timed ones
-# --device cuda: the project's contenders, as overrides of experiment=seed_repro trainer=gpu.
+REPLAYS_TIMED = 100  # --device cuda: then a graphed run's replays timed back to back by CUDA events
+# --device cuda: the project's contenders, as overrides of experiment=reference_script trainer=gpu.
 GPU_CONTENDERS = {
     "project fp32": ["trainer.precision=32-true"],
     "eager": [],
-    "graphs": ["callbacks.cuda_graph.enabled=true"],
+    "graphs": ["callbacks.cuda_graph.enabled=true", "callbacks.cuda_graph.strict=true"],  # graphs, or the reason
 }
 # The GPU table's columns (heading, row key, format); from `profiled` on, the profile's medians over the rounds.
 GPU_COLUMNS = (
@@ -56,6 +59,7 @@ GPU_COLUMNS = (
     ("step ms", "step_ms", ".2f"),
     ("profiled", "wall_ms", ".2f"),
     ("busy ms", "busy_ms", ".2f"),
+    ("replay ms", "replay_ms", ".3f"),
     ("idle ms", "idle_ms", ".2f"),
     ("gaps", "idle_gaps", ".1f"),
     ("largest", "largest_gap_ms", ".2f"),
@@ -65,7 +69,7 @@ GPU_COLUMNS = (
     ("waits", "waits", ".1f"),
     ("wait ms", "wait_ms", ".2f"),
 )
-PROFILE_FIGURES = [key for _, key, _ in GPU_COLUMNS[3:]]
+PROFILE_FIGURES = [key for _, key, _ in GPU_COLUMNS[3:] if key != "replay_ms"]
 
 
 class Clock(pl.Callback):
@@ -97,11 +101,36 @@ class Clock(pl.Callback):
         return [self.interval * self.batch_size / (b - a) for a, b in zip(marks, marks[1:], strict=False)]
 
 
+class ReplayTimer(pl.Callback):
+    """After step `at`, `replays` replays of the update's CUDA graph back to back, timed by CUDA events: what a
+    replay costs the GPU by its own clock, beside the profile's busy time, which a profiler attached after the
+    capture may miss. `ms` (per replay) stays None where the update is not a graph. The replays train on."""
+
+    named: dict[str, "ReplayTimer"] = {}
+
+    def __init__(self, at: int, replays: int, name: str):
+        self.at, self.replays, self.done, self.ms = at, replays, 0, None
+        ReplayTimer.named[name] = self
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.done += 1
+        replay = pl_module.__dict__.get("update")  # CudaGraphs' Replay, set on the module for the step
+        if self.done != self.at or not isinstance(replay, Replay):
+            return
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        for _ in range(self.replays):
+            replay.replay()
+        end.record()
+        end.synchronize()
+        self.ms = start.elapsed_time(end) / self.replays
+
+
 def project_rates(
     name: str, overrides: list[str], data_root: str, steps: int, warmup: int, interval: int, profile_steps: int
 ) -> dict:
     """train.py's train() on `overrides` for `steps` training steps: the images/s of each interval, and with
-    `profile_steps` the profile of that many more steps (bench/profile.py)."""
+    `profile_steps` the profile of that many more steps (bench/profile.py), then a graph's replays timed."""
     clock = {"_target_": "bench.throughput.Clock", "name": name, "batch_size": "${data.batch_size}", "steps": steps}
     callbacks = {"clock": clock | {"warmup": warmup, "interval": interval}}
     if profile_steps:
@@ -111,12 +140,18 @@ def project_rates(
             "skip": steps,
             "steps": profile_steps,
         }
-    train_steps(data_root, overrides, steps + profile_steps, callbacks)
-    # Hydra built the clock from `bench.throughput`, which under `python -m` is not this `__main__` module.
+        at = steps + profile_steps  # after the profile's window has closed
+        callbacks["replay_timer"] = {"_target_": "bench.throughput.ReplayTimer", "name": name, "at": at}
+        callbacks["replay_timer"]["replays"] = REPLAYS_TIMED
+    precision = train_steps(data_root, overrides, steps + profile_steps, callbacks)
+    # Hydra built these from `bench.throughput`, which under `python -m` is not this `__main__` module.
     from bench.throughput import Clock as InstantiatedClock
+    from bench.throughput import ReplayTimer as InstantiatedTimer
 
     summary = StepProfile.named[name].summary if profile_steps else None
-    return {"rates": InstantiatedClock.named[name].rates(), "profile": summary}
+    replay_ms = InstantiatedTimer.named[name].ms if profile_steps else None
+    rates = InstantiatedClock.named[name].rates()
+    return {"rates": rates, "precision": precision, "profile": summary, "replay_ms": replay_ms}
 
 
 def classic_rates(
@@ -139,7 +174,7 @@ def classic_rates(
         verbose=False,
         device=device,
     )
-    return {"rates": clock.rates(), "profile": profile.summary if profile else None}
+    return {"rates": clock.rates(), "precision": "32-true", "profile": profile.summary if profile else None}
 
 
 def data_rates(kind: str, data_root: str, batch_size: int, steps: int, warmup: int, interval: int) -> dict:
@@ -221,6 +256,7 @@ def result_row(name: str, overrides: list[str], runs: list[dict], base_runs: lis
         return row | {"failed": next(run["failed"] for run in runs if "failed" in run)}
     median = statistics.median(rates)
     row |= {
+        "precision": runs[-1].get("precision", ""),  # the data paths train nothing
         "images_per_s": round(median, 1),
         "vs_classic": round(median / statistics.median(base), 2) if base else None,
         "intervals": len(rates),
@@ -232,6 +268,8 @@ def result_row(name: str, overrides: list[str], runs: list[dict], base_runs: lis
             values = [profile[key] for profile in profiles if profile[key] is not None]
             row[key] = round(statistics.median(values), 3) if values else None
         row |= {key: profiles[-1][key] for key in ("slowest_kernels", "top_cpu_ops")}
+    if replays := [run["replay_ms"] for run in runs if run.get("replay_ms") is not None]:
+        row["replay_ms"] = round(statistics.median(replays), 4)
     return row
 
 
@@ -241,9 +279,11 @@ def figure(value: float | None, spec: str) -> str:
 
 def cpu_main(args: argparse.Namespace) -> None:
     ensure_mnist(args.data_root)  # downloaded when missing, or a clear message on what to do
+    # A CPU figure belongs to its kind of CPU: with and without bf16 units the ratios differ several-fold.
+    print(f"CPU: {cpu_kind()}, {torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
     # The classic loop trains the reference recipe (bench/classic.py); every project row starts from it too, on
     # the CPU as the classic loop (even where a GPU is visible), so that both train the same networks alike.
-    reference = ["experiment=seed_repro", "trainer.accelerator=cpu", f"data.batch_size={args.batch_size}"]
+    reference = ["experiment=reference_script", "trainer.accelerator=cpu", f"data.batch_size={args.batch_size}"]
     contenders = {
         "classic": ("classic", []),
         "project": ("project", ["trainer.precision=32-true"]),
@@ -256,19 +296,21 @@ def cpu_main(args: argparse.Namespace) -> None:
         result_row(name, overrides, runs[name], runs["data: classic" if kind.startswith("data") else "classic"])
         for name, (kind, overrides) in contenders.items()
     ]
-    print(f"\n{'':14} {'images/s':>10} {'x classic':>10} {'intervals':>10}")
+    print(f"\n{'':14} {'images/s':>10} {'x classic':>10} {'intervals':>10}  precision")
     for row in rows:
         if "failed" in row:
             print(f"{row['name']:14} failed: {row['failed']}")
         else:
             ratio = figure(row["vs_classic"], ".2f")
-            print(f"{row['name']:14} {row['images_per_s']:>10.1f} {ratio:>10} {row['intervals']:>10}")
+            print(
+                f"{row['name']:14} {row['images_per_s']:>10.1f} {ratio:>10} {row['intervals']:>10}  {row['precision']}"
+            )
     write_json(args, rows)
 
 
 def gpu_main(args: argparse.Namespace) -> None:
     ensure_mnist(args.data_root)
-    reference = ["experiment=seed_repro", "trainer=gpu", f"data.batch_size={args.batch_size}"]
+    reference = ["experiment=reference_script", "trainer=gpu", f"data.batch_size={args.batch_size}"]
     contenders = {"classic": ("classic", [])}
     contenders |= {name: ("project", overrides) for name, overrides in {**GPU_CONTENDERS, **args.variants}.items()}
     runs = run_rounds(contenders, reference, args)
@@ -287,7 +329,8 @@ def gpu_main(args: argparse.Namespace) -> None:
             print(f"{'':13} slowest kernel: {kernel['name'][:70]} ({share} of busy, {kernel['us_per_call']:.1f} us)")
     print(
         "(per step; profiled: its wall time under the profiler, busy + idle; gaps: the GPU idle 5 us or more; "
-        "us/launch: the step's wall time per launch; call us: a launch call's own; waits: the host's for the GPU)"
+        "replay ms: a graph's replay by CUDA events; us/launch: the step's wall time per launch; call us: a launch "
+        "call's own; waits: the host's for the GPU)"
     )
     write_json(args, rows)
 
@@ -297,13 +340,14 @@ def write_json(args: argparse.Namespace, rows: list[dict]) -> None:
         return
     machine = {
         "cpu": cpu_name(),
+        "cpu_kind": cpu_kind(),
         "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch": torch.__version__,
     }
     settings = {k: getattr(args, k) for k in ("device", "rounds", "steps", "warmup", "interval", "batch_size")}
     if args.device == "cuda":
-        settings["profile_steps"] = PROFILE_STEPS
+        settings |= {"profile_steps": PROFILE_STEPS, "replays_timed": REPLAYS_TIMED}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": machine, "settings": settings, "results": rows}, indent=1) + "\n")
     print(f"written to {args.json}")

@@ -12,7 +12,8 @@ from torch.autograd import DeviceType
 from torch.autograd.profiler_util import FunctionEvent
 
 from bench.classic import DROPOUT, LATENT_DIM, WIDTH, script_networks
-from bench.profile import WINDOW, StepProfile, step_summary
+from bench.profile import UPDATE, WINDOW, StepProfile, step_summary
+from dcgan.machine import cpu_kind
 from tests.helpers import SMALL, compose_config, dcgan, run_script
 
 DEVICE_FIGURES = (
@@ -47,6 +48,7 @@ def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_
         timeout=600,
     )
     print(result.stdout[-1500:])  # the table, in CI's log
+    assert result.stdout.startswith(f"CPU: {cpu_kind()}, ")  # a CPU figure names its kind of CPU
     table = result.stdout[result.stdout.index("images/s") :]
     for name in ("classic", "project", "plain", "data: classic", "data: project"):
         assert f"\n{name} " in table
@@ -55,6 +57,7 @@ def test_throughput_benchmark_quick_mode_prints_its_table_and_writes_json(mnist_
     assert "model.no_such_key" in rows.pop("broken")["failed"]  # and every other contender was measured:
     assert rows["classic"]["vs_classic"] == 1.0 and rows["data: classic"]["vs_classic"] == 1.0
     assert rows["plain"]["overrides"] == "model.channels_last=false model.fused_adam=false"
+    assert rows["classic"]["precision"] == rows["project"]["precision"] == "32-true"
     assert all(row["images_per_s"] > 0 and row["intervals"] >= 2 and row["vs_classic"] > 0 for row in rows.values())
 
 
@@ -92,6 +95,7 @@ def test_step_profile_of_real_training_steps_on_the_cpu_reports_wall_time_and_th
     summary = StepProfile.named["cpu steps"].summary
     assert summary["steps"] == 2 and summary["wall_ms"] > 0
     assert all(summary[key] is None for key in DEVICE_FIGURES)  # not measured, so not 0
+    assert summary["update_host_ms"] is None is summary["other_host_ms"]  # no update ranges: python -m bench.profile's
     ops = summary["top_cpu_ops"]
     assert len(ops) == 8 and all(op["calls_per_step"] > 0 and op["self_ms_per_step"] > 0 for op in ops)
     assert [op["self_ms_per_step"] for op in ops] == sorted((op["self_ms_per_step"] for op in ops), reverse=True)
@@ -117,6 +121,8 @@ def test_step_summary_of_a_gpu_profile_unions_busy_time_and_counts_gaps_launches
     cuda = DeviceType.CUDA
     events = [
         event(WINDOW, 0, 1000),
+        event(UPDATE, 2, 302),  # the host inside DCGAN.update, twice
+        event(UPDATE, 500, 700),
         event("aten::mm", 5, 60),
         event("cudaLaunchKernel", 10, 14),
         event("cudaLaunchKernelExC_v11060", 20, 26),
@@ -136,6 +142,8 @@ def test_step_summary_of_a_gpu_profile_unions_busy_time_and_counts_gaps_launches
     busy = 300 + 98 + 100 + 150
     expected = {
         "wall_ms": 1.150 / 2,
+        "update_host_ms": 0.5 / 2,
+        "other_host_ms": 0.5 / 2,  # the host's window less its updates; the GPU's tail after it is no host time
         "busy_ms": busy / 1000 / 2,
         "idle_ms": (1150 - busy) / 1000 / 2,
         "idle_gaps": 3 / 2,  # 0-100, 500-600, 700-1000
@@ -153,8 +161,8 @@ def test_step_summary_of_a_gpu_profile_unions_busy_time_and_counts_gaps_launches
         {"name": "gemm", "calls_per_step": 1.0, "us_per_call": 149.0, "share_of_busy": 298 / busy}
     )
     ops = [op["name"] for op in summary["top_cpu_ops"]]
-    assert ops[:3] == ["cudaStreamSynchronize", "aten::mm", "cudaMemcpy"] and "cudaDeviceSynchronize" not in ops
-    assert summary["top_cpu_ops"][0]["self_ms_per_step"] == pytest.approx(0.05)
+    assert ops[:4] == [UPDATE, "cudaStreamSynchronize", "aten::mm", "cudaMemcpy"] and "cudaDeviceSynchronize" not in ops
+    assert summary["top_cpu_ops"][1]["self_ms_per_step"] == pytest.approx(0.05)
 
 
 @pytest.mark.slow
@@ -180,9 +188,15 @@ def test_each_tool_refuses_a_bad_argument_in_one_paragraph_that_names_it(tool, a
 
 
 @pytest.mark.slow
-def test_profile_tool_prints_where_a_step_goes(mnist_root):
-    """`python -m bench.profile`: a real run of train.py's, its steps profiled; on the CPU the device's figures
-    are said to be unmeasured, not 0."""
-    result = run_script("-m", "bench.profile", "--data-root", mnist_root, "--skip", "2", "--steps", "2", *SMALL)
+def test_profile_tool_prints_where_a_step_goes(mnist_root, tmp_path):
+    """`python -m bench.profile`: a real run of train.py's, its steps profiled, the host's time split at
+    DCGAN.update; on the CPU the device's figures are said to be unmeasured, not 0."""
+    figures = tmp_path / "profile.json"
+    result = run_script(
+        "-m", "bench.profile", "--data-root", mnist_root, "--skip", "2", "--steps", "2", "--json", str(figures), *SMALL
+    )
     assert "2 steps after 2" in result.stdout and "busy_ms              not measured" in result.stdout
-    assert "top_cpu_ops: name aten::" in result.stdout
+    assert "top_cpu_ops: name aten::" in result.stdout and "update_host_ms" in result.stdout
+    summary = json.loads(figures.read_text())
+    assert 0 < summary["update_host_ms"] and 0 < summary["other_host_ms"]
+    assert summary["update_host_ms"] + summary["other_host_ms"] == pytest.approx(summary["wall_ms"])  # the CPU's

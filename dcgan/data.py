@@ -229,11 +229,12 @@ class MNISTDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         images, labels = load_mnist_tensors(self.root, train=True)
+        condition = labels  # what D judges each image with: its cluster id where there are clusters
         if self.clusters:
-            labels = found_clusters(images, labels, self.clusters, self.num_classes, self.cache_dir)
+            condition = found_clusters(images, labels, self.clusters, self.num_classes, self.cache_dir)
             # How often G should draw each cluster (dcgan.models.ClusterPrior).
-            self.cluster_shares = torch.bincount(labels, minlength=self.clusters).float() / len(labels)
-        self.train_set = TensorDataset(images.to(device), labels.to(device))
+            self.cluster_shares = torch.bincount(condition, minlength=self.clusters).float() / len(condition)
+        self.train_set = TensorDataset(images.to(device), condition.to(device))
 
     def train_dataloader(self) -> DataLoader:
         # Our own DistributedSampler, so Lightning keeps it under DDP; one replica without.
@@ -249,8 +250,8 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 digits -> floats in [-1, 1], on the device, a batch at a time."""
-        images, labels = batch
-        return to_model_range(images), labels
+        images, condition = batch
+        return to_model_range(images), condition
 
     def state_dict(self) -> dict:
         """How far training is in the data, for checkpoints: the epoch, and the batches of it already trained on."""

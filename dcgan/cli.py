@@ -8,7 +8,6 @@ other exception is a bug and keeps its traceback. Each entry point checks its co
 """
 
 import argparse
-import difflib
 import os
 import re
 import sys
@@ -23,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pytorch_lightning.utilities import rank_zero_only
 
-from dcgan.errors import UserFacingError, first_line
+from dcgan.errors import UserFacingError, did_you_mean, first_line
 from dcgan.schema import Example, HydraSettings
 from dcgan.validation import RULES, BadInput, shown, writing_problem
 
@@ -84,9 +83,8 @@ def check_values(values: dict, schema: type[BaseModel]) -> BaseModel:
 def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
     parts = [str(p) for p in error["loc"]]
     if error["type"] == "extra_forbidden":  # added with +, where the section takes no more
-        *section, leaf = parts
-        close = difflib.get_close_matches(leaf, set(at(values, ".".join(section)) or {}) - {leaf}, n=1)
-        guess = f" (did you mean {'.'.join([*section, close[0]])}?)" if close else ""
+        section, _, leaf = ".".join(parts).rpartition(".")
+        guess = did_you_mean(leaf, set(at(values, section) or {}) - {leaf}, section)
         return (
             f"{'.'.join(parts)} is not a key of this config{guess}, and this part of it takes no other. "
             f"`python {os.path.basename(sys.argv[0])} --cfg job` lists every key."
@@ -250,8 +248,8 @@ def config_error_message(err: Exception, script: str) -> str:
         return f"{key} was renamed: write {new} instead."
     if isinstance(err, ConfigCompositionException) and key and (found := re.search(r"use \+(\S+)", str(err))):
         appended = found[1]
-        close = difflib.get_close_matches(key.split(".")[-1], keys_beside(cause), n=1)
-        guess = f" (did you mean {key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{close[0]}?)" if close else ""
+        section, _, leaf = key.rpartition(".")
+        guess = did_you_mean(leaf, keys_beside(cause), section)
         return (
             f"{key} is not a key of this config{guess}. `python {script} --cfg job` lists every key. To add a key "
             f"the config does not have (another Trainer argument, say), write +{appended}."

@@ -1,9 +1,11 @@
-"""The one base class of the failures a user can act on.
+"""The one base class of the failures a user can act on, and the pieces their messages share.
 
 train.py, generate.py, evaluate.py, export.py and app.py print such a failure's
 message as one paragraph, without a traceback, and exit with its code; any
 other exception is a bug and keeps its traceback.
 """
+
+import difflib
 
 
 class UserFacingError(Exception):
@@ -28,3 +30,9 @@ def first_line(err: Exception) -> str:
     """The first line of err's message without its closing full stop (its type's name if it has no message): what
     went wrong, to quote inside a sentence of ours."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+
+
+def did_you_mean(name: str, choices, section: str) -> str:
+    """' (did you mean section.choice?)' for the choice closest to a mistyped `name`, or '' if none is close."""
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""

@@ -8,7 +8,6 @@ tries. A key that is not here is refused by Hydra itself, with a "did you mean";
 Trainer, the logger or the callbacks are theirs (the sections that allow them say so).
 """
 
-import difflib
 import inspect
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model
 
 from dcgan import validation as probe
 from dcgan.data import MNIST_LAYOUT
+from dcgan.errors import did_you_mean
 from dcgan.metrics import MIN_SAMPLES
 
 TRAINING_DIGITS = MNIST_LAYOUT["train-images-idx3-ubyte"][2]
@@ -180,11 +180,9 @@ class Trainer(Built):
         takes = inspect.signature(get_class(self.target).__init__).parameters
         for name in self.model_extra or {}:
             if name not in takes:
-                close = difflib.get_close_matches(name, takes, n=1)
                 raise probe.BadInput(
-                    f"trainer.{name} is not an argument of {self.target}"
-                    + (f" (did you mean trainer.{close[0]}?)" if close else "")
-                    + ". Add only the arguments it takes, e.g. +trainer.profiler=simple."
+                    f"trainer.{name} is not an argument of {self.target}{did_you_mean(name, takes, 'trainer')}. Add "
+                    "only the arguments it takes, e.g. +trainer.profiler=simple."
                 )
         return self
 

@@ -248,9 +248,9 @@ def available_memory() -> int:
 
 
 def digits_fit_in_memory(cfg) -> None:
-    """generate.py holds every digit it draws at once, as floats, twice while it gathers the batches."""
+    """generate.py holds every digit it draws at once, as 4-byte floats, twice while it gathers the batches."""
     n = cfg.num_samples if cfg.mode == "sample" else cfg.walks * cfg.steps
-    per_digit, have = 2 * 28 * 28 * 4, available_memory()
+    per_digit, have = 2 * MNIST_LAYOUT["train-images-idx3-ubyte"][3] * 4, available_memory()
     if n * per_digit > have:
         asked = f"num_samples={n}" if cfg.mode == "sample" else f"walks={cfg.walks} with steps={cfg.steps}"
         fewer = "e.g. num_samples=10000" if cfg.mode == "sample" else "fewer walks or steps"

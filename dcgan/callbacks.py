@@ -77,16 +77,19 @@ class ReferenceScriptFiles(pl.Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer, pl_module):
-        if not self.enabled:
+        epoch = trainer.current_epoch + 1
+        weights_due = self.weights_every_n_epochs and epoch % self.weights_every_n_epochs == 0
+        image_due = self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0
+        if not self.enabled or not (weights_due or image_due):
             return
-        epoch, generator = trainer.current_epoch + 1, pl_module.digit_generator()
-        if self.weights_every_n_epochs and epoch % self.weights_every_n_epochs == 0:
+        generator = pl_module.digit_generator()  # a copy: made only in an epoch that writes
+        if weights_due:
             for name, net in (("generator", generator.generator), ("discriminator", pl_module.discriminator)):
                 write_atomically(self.dirpath / f"{name}_epoch_{epoch}.pth", partial(torch.save, plain_state_dict(net)))
-        if self.image_every_n_epochs and epoch % self.image_every_n_epochs == 0:
+        if image_due:
             self.dirpath.mkdir(parents=True, exist_ok=True)  # when no weights were written this epoch
-            rows = self.rows * grid_columns(generator)
-            save_sample_grid(generator, rows, self.seed, self.dirpath / f"image_at_epoch_{epoch:04d}.png")
+            n = self.rows * grid_columns(generator)
+            save_sample_grid(generator, n, self.seed, self.dirpath / f"image_at_epoch_{epoch:04d}.png")
 
 
 class QualityMetrics(pl.Callback):

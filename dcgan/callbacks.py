@@ -4,9 +4,11 @@ import logging
 import time
 from functools import partial
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field, Strict
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
@@ -14,7 +16,8 @@ from pytorch_lightning.utilities.model_summary import get_formatted_model_size, 
 
 from dcgan.checkpoints import plain_state_dict
 from dcgan.files import write_atomically
-from dcgan.metrics import NUM_DIGITS, quality_and_floor
+from dcgan.kinds import Count, Example, Flag, Folder, Seed
+from dcgan.metrics import NUM_DIGITS, Classifier, Samples, quality_and_floor
 from dcgan.reports import write_curves, write_progress_gif
 from dcgan.sampling import grid_columns, sample, save_sample_grid
 
@@ -27,7 +30,9 @@ class SampleGrid(pl.Callback):
     row, or a column per digit. To `<dirpath>/step_<step>_epoch_<epoch>.png` (names sort by step; epoch counts from
     1) and, with a TensorBoard logger, to its IMAGES tab as `samples`."""
 
-    def __init__(self, dirpath: str, every_n_steps: int | None, every_n_epochs: int | None, rows: int, seed: int):
+    def __init__(
+        self, dirpath: Folder, every_n_steps: Count | None, every_n_epochs: Count | None, rows: Count, seed: Seed
+    ):
         self.dirpath = Path(dirpath)
         self.every_n_steps, self.every_n_epochs = every_n_steps, every_n_epochs
         self.rows, self.seed = rows, seed
@@ -64,12 +69,12 @@ class ReferenceScriptFiles(pl.Callback):
 
     def __init__(
         self,
-        dirpath: str,
-        enabled: bool,
-        weights_every_n_epochs: int | None,
-        image_every_n_epochs: int | None,
-        rows: int,
-        seed: int,
+        dirpath: Folder,
+        enabled: Flag,
+        weights_every_n_epochs: Count | None,
+        image_every_n_epochs: Count | None,
+        rows: Count,
+        seed: Seed,
     ):
         self.dirpath, self.enabled = Path(dirpath), enabled
         self.weights_every_n_epochs, self.image_every_n_epochs = weights_every_n_epochs, image_every_n_epochs
@@ -98,7 +103,7 @@ class QualityMetrics(pl.Callback):
     floor, as `floor/<figure>`. Always from seed 0's latent points (as evaluate.py), so changes come from the model,
     not the draw; without evaluate.py's copying check, which needs the training digits' features (some seconds)."""
 
-    def __init__(self, classifier_path: str, num_samples: int, every_n_epochs: int | None):
+    def __init__(self, classifier_path: Classifier, num_samples: Samples, every_n_epochs: Count | None):
         self.classifier_path, self.num_samples, self.every_n_epochs = classifier_path, num_samples, every_n_epochs
         self.quality = None  # built on first use: it loads (or trains) the classifier
         self.scored_epoch: int | None = None  # the last epoch scored, counted from 1 (ProgressLog's epoch lines)
@@ -124,7 +129,7 @@ class QualityMetrics(pl.Callback):
 class RunReport(pl.Callback):
     """When training ends, write progress.gif and curves.png into the run folder (see dcgan.reports)."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: Folder):
         self.run_dir = Path(run_dir)
 
     @rank_zero_only
@@ -140,7 +145,7 @@ class ProgressLog(pl.Callback):
     every `trainer.log_every_n_steps` steps the losses and D's mean outputs (read then only: each read waits for the
     device), at each epoch end its metric, and at the end where the outputs are and the commands that go on."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: Folder):
         self.run_dir = Path(run_dir)
         self.started = self.epoch_started = time.monotonic()
         self.first_step, self.last_step, self.last_step_ended = 0, 0, None
@@ -233,6 +238,9 @@ class ParameterSummary(ModelSummary):
     """Lightning's table of the networks and their parameters, in the log, without its FLOPs column and total:
     Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of (the summary
     would pass it through the data module's hooks, made for MNIST batches), so every count read 0."""
+
+    def __init__(self, max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")]):  # -1: every layer
+        super().__init__(max_depth=max_depth)
 
     @staticmethod
     def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, **kwargs):

@@ -7,14 +7,17 @@ machine can leave an empty file. AtomicCheckpointIO writes with dcgan.files.writ
 """
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import AfterValidator, Field, Strict
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from dcgan.errors import UserFacingError, first_line
 from dcgan.files import write_atomically
+from dcgan.kinds import Count, Example, Flag, Folder, Text
 
 # checkpoint["dcgan_format"]: 3 up to commit 532c631, 4 since. That commit is the last to read (and upgrade) the
 # older formats, 1 and 2.
@@ -98,6 +101,30 @@ def checkpoints_in(folder: str | Path) -> list[Path]:
     return sorted(Path(folder).rglob("checkpoints/last.ckpt"), key=str)
 
 
+def readable_checkpoint(value: str) -> str:
+    read_checkpoint(Path(value).expanduser())  # its own paragraph (CheckpointError), also for an old format
+    return value
+
+
+def checkpoints_or_runs(value: str | list[str]) -> str | list[str]:
+    """evaluate.py's: a checkpoint, a list of them, or folders whose runs' last.ckpt are scored."""
+    for path in value if isinstance(value, list) else [value]:
+        if not Path(path).is_dir():
+            readable_checkpoint(path)
+        elif not checkpoints_in(path):
+            raise ValueError(
+                f"{path} is a folder without runs: there is no checkpoints/last.ckpt in it or below it. Give a run's "
+                "or a sweep's folder, or checkpoints, e.g. {key}=[a.ckpt,b.ckpt]"
+            )
+    return value
+
+
+Checkpoint = Annotated[
+    str, AfterValidator(readable_checkpoint), Example("outputs/runs/<run>/checkpoints/last.ckpt", "/nowhere.ckpt")
+]
+Runs = Annotated[str | list[str], AfterValidator(checkpoints_or_runs), Example("[a.ckpt]", "/nowhere.ckpt")]
+
+
 def run_folder(path: str | Path) -> Path:
     """The run folder a checkpoint belongs to: the folder holding checkpoints/, else the checkpoint's own folder."""
     path = Path(path)
@@ -118,6 +145,24 @@ class EpochCheckpoints(ModelCheckpoint):
     # The global step of the last checkpoint written, and so of last.ckpt: Lightning writes it beside each periodic
     # checkpoint, StopOnSignal writes it alone. 0 at first: before the first step there is nothing to save.
     saved_step = 0
+
+    def __init__(
+        self,
+        dirpath: Folder,
+        filename: Text,
+        auto_insert_metric_name: Flag,
+        every_n_epochs: Count,
+        save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")],  # -1: every one
+        save_last: Flag,
+    ):
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            auto_insert_metric_name=auto_insert_metric_name,
+            every_n_epochs=every_n_epochs,
+            save_top_k=save_top_k,
+            save_last=save_last,
+        )
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self.saved_step = trainer.global_step

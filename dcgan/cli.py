@@ -4,7 +4,7 @@
 that Hydra or OmegaConf cannot compose (an unknown key or option, an override it cannot parse, a value that
 refers to nothing), ends as one paragraph on stderr, `Error: ...`, and a non-zero exit, with no traceback; any
 other exception is a bug and keeps its traceback. Each entry point checks its config against its schema first
-(dcgan/schema.py, dcgan/validation.py), so a wrong value is refused before anything is built or written.
+(`check`, dcgan/schema.py), so a wrong value is refused before anything is built or written.
 """
 
 import argparse
@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pytorch_lightning.utilities import rank_zero_only
 
-from dcgan.errors import UserFacingError, did_you_mean, first_line
-from dcgan.schema import Example, HydraSettings
-from dcgan.validation import RULES, BadInput, shown, writing_problem
+from dcgan.errors import BadInput, UserFacingError, did_you_mean, first_line, shown
+from dcgan.kinds import Example, attempt, writing_problem
+from dcgan.schema import Built, HydraSettings, Target, arguments
 
 
 class Abort(BaseException):
@@ -54,12 +54,14 @@ def run(main: Callable[[], object]) -> None:
 
 
 def check(cfg: DictConfig, schema: type[BaseModel]) -> BaseModel:
-    """`cfg` as `schema` validates it (then its rules, RULES), or BadInput for the first problem."""
+    """`cfg` as `schema` validates it (the rules across keys last), or BadInput for the first problem."""
     try:
         values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
         key = err.full_key
-        raise BadInput(f"{key} is required: give it, e.g. {key}={example(schema, key)}.") from None
+        raise BadInput(
+            f"{key} is required: give it, e.g. {key}={example(schema, key, OmegaConf.to_container(cfg))}."
+        ) from None
     except OmegaConfBaseException as err:
         raw, reason = at(OmegaConf.to_container(cfg), err.full_key), first_line(err)
         raise BadInput(
@@ -70,14 +72,11 @@ def check(cfg: DictConfig, schema: type[BaseModel]) -> BaseModel:
 
 
 def check_values(values: dict, schema: type[BaseModel]) -> BaseModel:
-    """`values`, a resolved config as plain Python, as `schema` validates it (then its RULES), or BadInput."""
+    """`values`, a resolved config as plain Python, as `schema` validates it, or BadInput."""
     try:
-        validated = schema.model_validate(values)
+        return schema.model_validate(values)
     except ValidationError as err:
         raise BadInput(paragraph(err.errors()[0], values, schema)) from None
-    for rule in RULES.get(schema.__name__, ()):
-        rule(validated)
-    return validated
 
 
 def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
@@ -91,10 +90,10 @@ def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
         )
     if error["type"] == "missing" and parts[-1].isdigit():  # a list shorter than its kind
         key = ".".join(parts[:-1])
-        return f"{key}={shown(at(values, key))} has too few values. Use e.g. {key}={example(schema, key)}."
+        return f"{key}={shown(at(values, key))} has too few values. Use e.g. {key}={example(schema, key, values)}."
     if error["type"] == "missing":  # deleted with ~
         key = ".".join(parts)
-        return f"{key} is required: give it, e.g. {key}={example(schema, key)}."
+        return f"{key} is required: give it, e.g. {key}={example(schema, key, values)}."
     while parts and at(values, ".".join(parts), missing=KeyError) is KeyError:  # pydantic's own parts of a loc
         parts.pop()
     key = ".".join(parts)
@@ -102,8 +101,8 @@ def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
     if "{key}" in reason:  # a probe's whole paragraph: what is wrong there and the fix
         return f"{key}={shown(at(values, key))} cannot be used: {reason.replace('{key}', key)}."
     reason = reason if reason.startswith("it must") else f"it must be {reason}"
-    why = field(schema, key).description
-    return f"{key}={shown(at(values, key))} cannot work: {reason}{f' ({why})' if why else ''}. Use e.g. {key}={example(schema, key)}."
+    why, fix = field(schema, key, values).description, example(schema, key, values)
+    return f"{key}={shown(at(values, key))} cannot work: {reason}{f' ({why})' if why else ''}. Use e.g. {key}={fix}."
 
 
 def at(tree: dict, key: str, missing=None):
@@ -114,21 +113,24 @@ def at(tree: dict, key: str, missing=None):
     return tree
 
 
-def field(schema: type[BaseModel], key: str) -> FieldInfo:
-    """The schema's declaration of `key`."""
+def field(schema: type[BaseModel], key: str, values: dict) -> FieldInfo:
+    """The declaration of `key` in `schema`, or in the constructor of the class a section of `values` builds."""
     *parents, leaf = key.split(".")
-    for part in parents:  # a part that is no field is a key of a dict (callbacks.<name>), whose values share a schema
-        if part in schema.model_fields:
-            inner = annotations(schema.model_fields[part].annotation)
-            schema = next(a for a in inner if isinstance(a, type) and issubclass(a, BaseModel))
+    for depth, part in enumerate(parents):
+        if part in schema.model_fields:  # else a key of a dict (callbacks.<name>), whose values share one annotation
+            declared = schema.model_fields[part]
+            inner = annotations(declared.annotation, declared.metadata)
+        target = at(values, ".".join([*parents[: depth + 1], "_target_"]))
+        if isinstance(target, str) and (built := next((a for a in inner if isinstance(a, Built)), None)):
+            schema = attempt(arguments, target, built.passed) or Target  # Target: no such class
+        else:
+            schema = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), schema)
     return next(f for name, f in schema.model_fields.items() if leaf in (name, f.alias))
 
 
-def example(schema: type[BaseModel], key: str, bad: bool = False) -> str:
-    """The example the schema gives `key` (a value out of its domain with `bad`): the field's own, else its kind's."""
-    declared = field(schema, key)
-    if declared.examples and not bad:
-        return shown(declared.examples[0])
+def example(schema: type[BaseModel], key: str, values: dict, bad: bool = False) -> str:
+    """The example of the kind `key` is declared with (a value out of its domain with `bad`)."""
+    declared = field(schema, key, values)
     kind = next(m for m in annotations(declared.annotation, declared.metadata) if isinstance(m, Example))
     return kind.bad if bad else kind.good
 

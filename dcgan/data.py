@@ -7,15 +7,18 @@ import hashlib
 import logging
 import socket
 from pathlib import Path
+from typing import Annotated
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from torchvision.datasets import MNIST
 
-from dcgan.errors import UserFacingError
+from dcgan.errors import BadInput, UserFacingError
 from dcgan.files import write_atomically
+from dcgan.kinds import Count, Example, Folder, Seed, writing_problem
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ MNIST_LAYOUT = {
     "t10k-labels-idx1-ubyte": (2049, 8, 10_000, 1),
 }
 MNIST_FILES = tuple(MNIST_LAYOUT)
+TRAINING_DIGITS = MNIST_LAYOUT["train-images-idx3-ubyte"][2]
 DOWNLOAD_TIMEOUT_S = 15  # per connection; an offline machine should fail in seconds, not hang
 
 
@@ -54,6 +58,22 @@ def mnist_file_problem(root: str | Path) -> str | None:
         fix = "Replace it with the original (uncompressed) file, or delete it so that it is downloaded again."
         return f"{path} {problem}. {fix}"
     return None
+
+
+def mnist_root(value: str) -> str:
+    """A folder holding MNIST/raw/ with the right files, or where they can be downloaded."""
+    if problem := mnist_file_problem(value):
+        raise BadInput(problem)
+    raw = Path(value) / "MNIST" / "raw"
+    if not all((raw / name).is_file() for name in MNIST_LAYOUT) and (problem := writing_problem(raw)):
+        raise ValueError(
+            f"it holds no MNIST files and they cannot be downloaded there ({problem}). Point {{key}} at the folder "
+            "that holds MNIST/raw/, e.g. {key}=../shared/data, or at one you can write"
+        )
+    return value
+
+
+MnistRoot = Annotated[str, AfterValidator(mnist_root), Example("../shared/data", "/proc/mnist")]
 
 
 def ensure_mnist(root: str | Path) -> None:
@@ -210,12 +230,12 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
-        batch_size: int,
-        seed: int,
-        clusters: int | None,
+        root: MnistRoot,
+        batch_size: Annotated[Count, Field(le=TRAINING_DIGITS)],
+        seed: Seed,
+        clusters: int | None,  # the model's (dcgan/training.py passes them)
         num_classes: int | None,
-        cache_dir: str | None,
+        cache_dir: Folder,
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -1,4 +1,4 @@
-"""The one base class of the failures a user can act on, and the pieces their messages share.
+"""The failures a user can act on (UserFacingError; BadInput for what they gave), and the pieces of their messages.
 
 train.py, generate.py, evaluate.py, export.py and app.py print such a failure's
 message as one paragraph, without a traceback, and exit with its code; any
@@ -36,3 +36,17 @@ def did_you_mean(name: str, choices, section: str) -> str:
     """' (did you mean section.choice?)' for the choice closest to a mistyped `name`, or '' if none is close."""
     close = difflib.get_close_matches(name, choices, n=1)
     return f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
+
+
+class BadInput(UserFacingError):
+    """Something the user gave (a config value, a file) cannot work. The message says what to do instead. (Not a
+    ValueError: raised inside a schema's validator, it passes pydantic as it is, a whole paragraph.)"""
+
+
+def shown(value) -> str:
+    """A value as the command line writes it."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower().replace("none", "null")
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(shown, value)) + "]"
+    return str(value)

@@ -26,6 +26,7 @@ import torch
 
 from dcgan.errors import UserFacingError, first_line
 from dcgan.guards import FiniteLosses
+from dcgan.kinds import Count, Flag
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class CudaGraphs(pl.Callback):
     `captures` and `replayed` count the run's graphs and the steps they trained, `off` says why there were none;
     `final_metrics` has them for final_metrics.json."""
 
-    def __init__(self, enabled: bool, warmup_steps: int, strict: bool):
+    def __init__(self, enabled: Flag, warmup_steps: Count, strict: Flag):
         self.enabled, self.warmup_steps, self.strict = enabled, warmup_steps, strict
         self.replays: dict[bool, Replay] = {}  # with instance noise or without -> its graph
         self.first_step: int | None = None  # the first step replayed; None: eager throughout

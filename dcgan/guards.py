@@ -6,6 +6,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from dcgan.errors import UserFacingError
+from dcgan.kinds import Count, Fraction, NonNegative
 
 LOSSES = {"generator": "loss/g", "discriminator": "loss/d"}
 
@@ -96,7 +97,7 @@ class CollapseWarning(pl.Callback):
     D(G(z)) < `d_fake_below` and loss/g > `loss_g_above`. G then gets almost no gradient and rarely recovers.
     The values are read at logging steps only (trainer.log_every_n_steps): each read waits for the device."""
 
-    def __init__(self, d_fake_below: float, loss_g_above: float, patience: int):
+    def __init__(self, d_fake_below: Fraction, loss_g_above: NonNegative, patience: Count):
         self.d_fake_below, self.loss_g_above, self.patience = d_fake_below, loss_g_above, patience
         self.streak = 0  # steps since the first of the logging steps in a row that showed it
 

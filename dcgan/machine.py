@@ -4,15 +4,20 @@ import ctypes
 import json
 import logging
 import os
+import re
 import statistics
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from omegaconf import DictConfig
+from pydantic import AfterValidator
+from pytorch_lightning.accelerators import AcceleratorRegistry
 from torch import nn
 
 from dcgan.files import write_atomically
+from dcgan.kinds import Example
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +135,48 @@ def pick_precision(trainer_cfg: DictConfig, cache_dir: str | Path) -> None:
             precision,
             " or ".join(sorted(BF16_CPU_FLAGS)),
         )
+
+
+def gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def available_memory() -> int:
+    """The bytes a process can have now: Linux's MemAvailable, elsewhere the free pages."""
+    try:
+        return int(re.search(r"MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1]) * 1024
+    except (OSError, TypeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# A value within its domain that this machine cannot do is refused before the run, not after minutes of it.
+def available_device(value: str) -> str:
+    """generate.py's and evaluate.py's device: auto, cpu, cuda or cuda:<n>, on this machine."""
+    found = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", value)
+    if not found:
+        raise ValueError("it must be auto (the GPU when there is one), cpu, cuda or cuda:<n>. Use e.g. {key}=cpu")
+    if value.startswith("cuda") and int(found[1] or 0) >= gpus():
+        raise ValueError(
+            f"it asks for GPU {int(found[1] or 0)}, and PyTorch finds {gpus()} GPU(s) on this machine. Use "
+            "{key}=cpu, or {key}=auto, which takes a GPU only when there is one"
+        )
+    return value
+
+
+def available_accelerator(value: str) -> str:
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if value not in names:
+        raise ValueError(f"it must be one of {', '.join(names)}. Use e.g. {{key}}=auto")
+    if value != "auto" and not AcceleratorRegistry.get("cuda" if value == "gpu" else value).is_available():
+        raise ValueError(
+            "this machine has none: PyTorch finds no such device here. Train on the CPU with trainer=cpu, or use "
+            "{key}=auto, which takes a GPU only when there is one"
+        )
+    return value
+
+
+Device = Annotated[str, AfterValidator(available_device), Example("cpu", "gpu0")]
+Accelerator = Annotated[str, AfterValidator(available_accelerator), Example("auto", "nonsense")]
 
 
 def resolve_device(name: str) -> torch.device:

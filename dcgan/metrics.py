@@ -8,23 +8,45 @@ confidence and, for a conditional GAN, how often it reads the digit that was ask
 """
 
 import logging
+import os
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import AfterValidator, Field, Strict
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from dcgan.data import load_mnist_tensors, to_model_range
+from dcgan.data import TRAINING_DIGITS, load_mnist_tensors, to_model_range
 from dcgan.files import write_atomically
+from dcgan.kinds import Example, writable_file
 
 log = logging.getLogger(__name__)
 
 NUM_DIGITS = 10
 MIN_TEST_ACCURACY = 0.99  # below this the classifier's features would not be trusted
 MIN_SAMPLES = 2  # the fewest digits a Frechet distance can be computed from (a covariance needs two)
+Samples = Annotated[int, Strict(), Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS), Example("5000", "60001")]
+Samples = Annotated[Samples, Field(description="the metric scores as many real training digits too")]
+
+
+def classifier_file(value: str) -> str:
+    """The metric's classifier: a readable file, or where one can be cached on first use."""
+    path = Path(value).expanduser()
+    if path.exists() and (not path.is_file() or not os.access(path, os.R_OK)):
+        raise ValueError(
+            "it is not a readable file. It is where the metric's MNIST classifier is cached: give a file path, e.g. "
+            "{key}=~/.cache/dcgan-mnist/mnist_classifier.pt (trained there on first use)"
+        )
+    return value if path.exists() else writable_file(value)
+
+
+Classifier = Annotated[
+    str, AfterValidator(classifier_file), Example("~/.cache/dcgan-mnist/mnist_classifier.pt", "/proc/c.pt")
+]
 
 
 class MNISTClassifier(nn.Module):

@@ -1,13 +1,17 @@
 """The GAN as a LightningModule: both networks, their optimizers, and the alternating D/G updates."""
 
 import copy
+from typing import Annotated, Literal
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pydantic import Field, Strict
 
 from dcgan.checkpoints import CHECKPOINT_FORMAT, upgrade
+from dcgan.data import TRAINING_DIGITS
 from dcgan.ema import MovingAverage
+from dcgan.kinds import Betas, Count, Example, Flag, Fraction, NonNegative, Positive, Smoothing, Steps
 from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator, init_dcgan_weights
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (the learning rate,
@@ -50,21 +54,21 @@ class DCGAN(pl.LightningModule):
     # older checkpoints load without a format bump: the one exception to no defaults (docs/configs.md).
     def __init__(
         self,
-        latent_dim: int,
-        g_width: int,
-        d_width: int,
-        d_dropout: float,
-        lr: float,
-        betas: tuple[float, float],
-        label_smoothing: tuple[float, float] | None,
-        instance_noise_std: float,
-        instance_noise_anneal_steps: int,
-        num_classes: int | None,
-        clusters: int | None,
-        ema_decay: float | None,
-        ema_start_step: int,
-        channels_last: bool,
-        fused_adam: bool,
+        latent_dim: Count,
+        g_width: Count,
+        d_width: Count,
+        d_dropout: Fraction,
+        lr: Positive,
+        betas: Betas,
+        label_smoothing: Smoothing | None,
+        instance_noise_std: NonNegative,
+        instance_noise_anneal_steps: Steps,
+        num_classes: Annotated[Literal[10], Example("10", "7")] | None,
+        clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS), Example("200", "1")] | None,
+        ema_decay: Fraction | None,
+        ema_start_step: Steps,
+        channels_last: Flag,
+        fused_adam: Flag,
     ):
         super().__init__()
         self.save_hyperparameters()

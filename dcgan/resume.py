@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from dcgan.errors import UserFacingError
+from dcgan.kinds import Seed
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class RandomState(pl.Callback):
     labels than the run that never stopped. On several ranks each draws from `seed + rank`: with one seed for all,
     the global batch would hold world_size copies of each fake image."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: Seed):
         self.seed = seed
         self._loaded: list | None = None
 

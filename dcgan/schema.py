@@ -1,147 +1,99 @@
-"""What every key of every entry point's config may be: its type, its range or its choices, declared once.
+"""What each entry point's config may hold, checked before anything is built, written or downloaded.
 
-conf/ holds the values, this file what they may be: each entry point checks its composed config against its
-schema (Train, Generate, Evaluate, Export, App) before anything is built or written (dcgan/validation.py), and a
-value out of its domain ends as one paragraph that names the key, what it must be and an example. The kinds of
-value (Count, Seed, Folder...) carry that example, and a value out of their domain that tests/test_validation.py
-tries. A key that is not here is refused by Hydra itself, with a "did you mean"; keys a user adds with `+` to the
-Trainer, the logger or the callbacks are theirs (the sections that allow them say so).
+A section that Hydra builds from its `_target_` (the model, the data, each callback) may hold what that class's
+constructor takes: the constructor's annotated signature is its schema (`arguments`), so a setting is declared
+once, where it is used, with its kind (dcgan/kinds.py). Declared here: the entry points' own keys, the arguments
+of Lightning's Trainer and logger that conf/ sets (any other Trainer argument, added with +, is checked against
+the Trainer's own signature), Hydra's plugins, and the rules across keys. dcgan/cli.py's `check` turns the first
+problem into one paragraph that names the key, what it must be and an example.
 """
 
 import inspect
 import re
+import typing
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from hydra.utils import get_class
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, WrapValidator, create_model, model_validator
 
-from dcgan import validation as probe
-from dcgan.data import MNIST_LAYOUT
-from dcgan.errors import did_you_mean
-from dcgan.metrics import MIN_SAMPLES
+from dcgan.checkpoints import Checkpoint, Runs, read_checkpoint
+from dcgan.data import MNIST_LAYOUT, TRAINING_DIGITS
+from dcgan.errors import BadInput, did_you_mean, shown
+from dcgan.kinds import Count, Example, Flag, Folder, Seed, Steps, Text, attempt, checked, output_file, whole
+from dcgan.machine import Accelerator, Device, available_memory, gpus
+from dcgan.metrics import MIN_SAMPLES, Classifier, Samples
+from dcgan.module import ARCHITECTURE
 
-TRAINING_DIGITS = MNIST_LAYOUT["train-images-idx3-ubyte"][2]
-
-
-@dataclass(frozen=True)
-class Example:
-    """In a schema's annotation: a value of that kind, and one out of its domain, as the command line writes them."""
-
-    good: str
-    bad: str
-
-
-def rule(check, message: str):
-    """A validator that refuses a value for which `check` is false, saying `message` ("it must be ...")."""
-
-    def validate(value):
-        if not check(value):
-            raise ValueError(message)
-        return value
-
-    return AfterValidator(validate)
-
-
-def checked(check, message: str, good: str, bad: str, base=object):
-    """A kind of value that `check` decides (any value of `base`), refused with `message` ("it must be ...")."""
-    return Annotated[base, rule(check, message), Example(good, bad)]
-
-
-def whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-Count = Annotated[int, Strict(), Field(ge=1), Example("8", "0")]
-Steps = Annotated[int, Strict(), Field(ge=0), Example("2000", "-1")]
-Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1), Example("42", "-1")]
-Flag = Annotated[bool, Strict(), Field(description="true or false"), Example("true", "maybe")]
-Fraction = Annotated[float, Field(ge=0, lt=1), Example("0.3", "1.5")]
-Positive = Annotated[float, Field(gt=0), Example("2e-4", "0")]
-NonNegative = Annotated[float, Field(ge=0), Example("0.1", "-1")]
-Text = Annotated[str, Field(min_length=1), Example("name", "''")]
-Samples = Annotated[int, Strict(), Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS), Example("5000", "60001")]
-Samples = Annotated[Samples, Field(description="the metric scores as many real training digits too")]
 ClassPath = checked(
-    lambda v: callable(probe.attempt(get_class, v)), "it must be the import path of a class", "dcgan.module.DCGAN",
+    lambda v: callable(attempt(get_class, v)), "it must be the import path of a class", "dcgan.module.DCGAN",
     "nowhere.Nothing", str
 )  # fmt: skip
-Smoothing = checked(
-    lambda v: 0 <= v[0] <= v[1] <= 1, "it must be null (off) or [low, high] with 0 <= low <= high <= 1", "[0.8,1.0]",
-    "[1.0,0.8]", tuple[float, float]
-)  # fmt: skip
-Betas = Annotated[tuple[Fraction, Fraction], Example("[0.5,0.999]", "[0.5,1.5]")]
-Port = Annotated[int, Strict(), Field(ge=1, le=65535), Example("7860", "0")]
-# The file system's answers: dcgan/validation.py tries each path.
-Folder = Annotated[str, AfterValidator(probe.writable_folder), Example("$HOME/dcgan-outputs", "/proc/dcgan")]
-Checkpoint = Annotated[
-    str, AfterValidator(probe.readable_checkpoint), Example("outputs/runs/<run>/checkpoints/last.ckpt", "/nowhere.ckpt")
-]
-Classifier = Annotated[
-    str, AfterValidator(probe.classifier_file), Example("~/.cache/dcgan-mnist/mnist_classifier.pt", "/proc/c.pt")
-]
-MnistRoot = Annotated[str, AfterValidator(probe.mnist_root), Example("../shared/data", "/proc/mnist")]
-Device = Annotated[str, AfterValidator(probe.available_device), Example("cpu", "gpu0")]
-Runs = Annotated[str | list[str], AfterValidator(probe.checkpoints_or_runs), Example("[a.ckpt]", "/nowhere.ckpt")]
-Digits = Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")]
-
-
-def output_file(*suffixes: str):
-    ends = rule(lambda v: v.endswith(suffixes), f"it must end in {' or '.join(suffixes)}")
-    return Annotated[
-        str, ends, AfterValidator(probe.writable_file), Example(f"o{suffixes[0]}", f"/proc/x{suffixes[0]}")
-    ]
 
 
 class Section(BaseModel):
     """A part of a config: every key declared, none extra."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, arbitrary_types_allowed=True)
 
 
-class Built(Section):
+class Target(Section):
     """A part that Hydra instantiates: its class, and its arguments."""
 
     target: ClassPath = Field(alias="_target_")
 
 
-class Instance(Built):
-    """A part with any arguments (a Lightning plugin, a DDP strategy, a user's own callback)."""
+class Instance(Target):
+    """A part with any arguments (a Lightning plugin, a DDP strategy)."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class Model(Built):
-    latent_dim: Annotated[Count, Field(examples=[100])]
-    g_width: Annotated[Count, Field(examples=[64])]
-    d_width: Annotated[Count, Field(examples=[64])]
-    d_dropout: Fraction
-    lr: Positive
-    betas: Betas
-    label_smoothing: Smoothing | None
-    instance_noise_std: NonNegative
-    instance_noise_anneal_steps: Steps
-    clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS), Example("200", "1")] | None
-    num_classes: Annotated[Literal[10], Example("10", "7")] | None
-    ema_decay: Fraction | None
-    ema_start_step: Steps
-    channels_last: Flag
-    fused_adam: Flag
+@cache
+def arguments(target: str, passed: tuple[str, ...] = ()) -> type[Target]:
+    """The schema of a section that builds `target`: its constructor's parameters, with their annotations (any
+    value where there is none), required where they have no default, but for those the code passes (`passed`);
+    any key where the constructor takes **kwargs or Python cannot read its signature (a builtin)."""
+    cls = get_class(target)
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+        hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    except (TypeError, ValueError):
+        return Instance
+    fields = {
+        p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default)
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in passed
+    }
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    return create_model(cls.__name__, __base__=Instance if takes_any else Target, **fields)
 
 
-class Data(Built):
-    root: MnistRoot
-    batch_size: Annotated[Count, Field(le=TRAINING_DIGITS, examples=[128])]
-    seed: Seed
-    cache_dir: Folder
+@dataclass(frozen=True)
+class Built:
+    """In a section's annotation: Hydra builds it, so `arguments` of its `_target_` is its schema."""
+
+    passed: tuple[str, ...]
 
 
-class Trainer(Built):
+def built(*passed: str):
+    """A section Hydra builds, whose constructor also takes `passed` from the code."""
+
+    def validate(section, handler):
+        target = {"_target_": section["_target_"]} if isinstance(section, dict) and "_target_" in section else {}
+        Target.model_validate(target if isinstance(section, dict) else section)
+        return arguments(section["_target_"], passed).model_validate(section)
+
+    return Annotated[dict, WrapValidator(validate), Built(passed)]
+
+
+class Trainer(Instance):
     """Lightning's Trainer: the arguments conf/trainer/ sets; any other one a user adds (+trainer.profiler=simple)
-    is Lightning's to check."""
+    must be an argument of the Trainer's, and is Lightning's to check."""
 
-    model_config = ConfigDict(extra="allow")
-    accelerator: Annotated[str, AfterValidator(probe.available_accelerator), Example("auto", "nonsense")]
+    accelerator: Accelerator
     devices: checked(
         lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number >= 1, or "auto"', "2", "0"
     )
@@ -180,43 +132,14 @@ class Trainer(Built):
         takes = inspect.signature(get_class(self.target).__init__).parameters
         for name in self.model_extra or {}:
             if name not in takes:
-                raise probe.BadInput(
+                raise BadInput(
                     f"trainer.{name} is not an argument of {self.target}{did_you_mean(name, takes, 'trainer')}. Add "
                     "only the arguments it takes, e.g. +trainer.profiler=simple."
                 )
         return self
 
 
-class Callback(Built):
-    """A callback of conf/callbacks/default.yaml (null drops one): its arguments, each with one domain whichever
-    callback takes it. A user's own callback (+callbacks.mine._target_=...) may take others."""
-
-    model_config = ConfigDict(extra="allow")
-    enabled: Flag = None
-    warmup_steps: Count = None
-    strict: Flag = None
-    dirpath: Folder = None
-    run_dir: Folder = None
-    every_n_steps: Count | None = None
-    every_n_epochs: Count | None = None
-    weights_every_n_epochs: Count | None = None
-    image_every_n_epochs: Count | None = None
-    rows: Count = None
-    seed: Seed = None
-    classifier_path: Classifier = None
-    num_samples: Samples = None
-    filename: Text = None
-    auto_insert_metric_name: Flag = None
-    save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")] = None
-    save_last: Flag = None
-    d_fake_below: Fraction = None
-    loss_g_above: NonNegative = None
-    patience: Count = None
-    max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")] = None
-
-
-class Logger(Built):
-    model_config = ConfigDict(extra="allow")
+class Logger(Instance):
     save_dir: Folder
     name: Text
     version: Annotated[str | int, Example("v1", "[1,2]")]
@@ -235,11 +158,87 @@ class Train(Section):
     output_dir: Folder
     classifier_path: Classifier
     fixed_noise: FixedNoise
-    model: Model
-    data: Data
+    model: built()
+    data: built("clusters", "num_classes")  # the model's: dcgan/training.py passes them
     trainer: Trainer
-    callbacks: dict[str, Callback | None]
+    callbacks: dict[str, built() | None]
     logger: Logger
+
+    # The rules across keys: values that are each allowed alone, but together leave nothing to do.
+    @model_validator(mode="after")
+    def clusters_within_digits(self):
+        digits, clusters = getattr(self.model, "num_classes", None), getattr(self.model, "clusters", None)
+        if digits and not clusters:
+            raise BadInput(
+                f"model.num_classes={digits} needs model.clusters: the conditional GAN draws clusters found within "
+                "each digit (model=cgan sets both). Use e.g. model.clusters=200, or model.num_classes=null."
+            )
+        if digits and clusters % digits:
+            raise BadInput(
+                f"model.clusters={clusters} cannot work with model.num_classes={digits}: a conditional GAN finds as "
+                f"many clusters within every digit, so model.clusters must be a multiple of {digits}. Use e.g. "
+                f"model.clusters={max(clusters // 10, 1) * 10}."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def devices_exist(self):
+        trainer = self.trainer
+        if trainer.accelerator in ("gpu", "cuda") and trainer.devices != "auto" and trainer.devices > gpus():
+            raise BadInput(
+                f"trainer.devices={trainer.devices} asks for more GPUs than this machine has ({gpus()}). Use "
+                f"trainer.devices={gpus()}, or trainer.devices=auto for all of them."
+            )
+        if trainer.sync_batchnorm and not gpus():
+            raise BadInput(
+                "trainer.sync_batchnorm=true needs CUDA GPUs: PyTorch's SyncBatchNorm does not run on the CPU. Leave "
+                "it false there (each process then normalises with its own batch's statistics)."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def batches_per_rank(self):
+        trainer, batch_size = self.trainer, self.data.batch_size
+        ranks = (trainer.devices if trainer.devices != "auto" else max(gpus(), 1)) * trainer.num_nodes
+        per_rank = TRAINING_DIGITS // ranks
+        batches, limit = per_rank // batch_size, trainer.limit_train_batches
+        if isinstance(limit, int) and limit > batches > 0:
+            raise BadInput(
+                f"trainer.limit_train_batches={limit} asks for more batches than an epoch has: each of the {ranks} "
+                f"rank(s) has {batches} batches of {batch_size}. Use at most trainer.limit_train_batches={batches}, "
+                "or a fraction, e.g. 0.5."
+            )
+        trained = batches if limit is None else min(limit, batches) if isinstance(limit, int) else int(batches * limit)
+        if trained < 1:
+            raise BadInput(
+                f"data.batch_size={batch_size} leaves no batch to train on: each of the {ranks} rank(s) has {per_rank} "
+                f"training digits, {batches} full batch(es)"
+                + ("" if limit is None else f", and trainer.limit_train_batches={limit} keeps {trained} of them")
+                + f". Use a batch of at most {per_rank} (e.g. data.batch_size=128) or a larger limit."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def resumed_model_matches(self):
+        """A checkpoint to resume has this config's architecture: the hyperparameters that shape its weights."""
+        if not self.ckpt_path:
+            return self
+        saved, here = read_checkpoint(self.ckpt_path)["hyper_parameters"], self.model.model_dump()
+        differences = [
+            f"{key}={shown(saved.get(key))} there but {shown(here.get(key))} here"
+            for key in ARCHITECTURE
+            if saved.get(key) != here.get(key)
+        ]
+        if differences:
+            raise BadInput(
+                f"ckpt_path={self.ckpt_path} was written by a different model: {'; '.join(differences)}. Resume with "
+                "the model settings of the run that wrote it (its .hydra/overrides.yaml lists them), or train anew "
+                "without ckpt_path."
+            )
+        return self
+
+
+Digits = Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")]
 
 
 class Generate(Section):
@@ -254,6 +253,21 @@ class Generate(Section):
     steps: Annotated[int, Strict(), Field(ge=2), Example("10", "1")]
     device: Device
 
+    @model_validator(mode="after")
+    def digits_fit_in_memory(self):
+        """generate.py holds every digit it draws at once, as 4-byte floats, twice while it gathers the batches."""
+        n = self.num_samples if self.mode == "sample" else self.walks * self.steps
+        per_digit, have = 2 * MNIST_LAYOUT["train-images-idx3-ubyte"][3] * 4, available_memory()
+        if n * per_digit > have:
+            asked = f"num_samples={n}" if self.mode == "sample" else f"walks={self.walks} with steps={self.steps}"
+            fewer = "e.g. num_samples=10000" if self.mode == "sample" else "fewer walks or steps"
+            raise BadInput(
+                f"{asked} draws {n:,} digits at once, about {n * per_digit / 2**30:,.1f} GiB, and this machine has "
+                f"{have / 2**30:.1f} GiB available. Draw at most {have // per_digit:,} at a time ({fewer}), in "
+                "several files with different seeds."
+            )
+        return self
+
 
 class Evaluate(Section):
     ckpt_path: Runs | None
@@ -263,7 +277,18 @@ class Evaluate(Section):
     classifier_path: Classifier
     output: output_file(".json") | None
     device: Device
-    data: Data  # evaluate.py reads data.root
+    data: built("clusters", "num_classes")  # evaluate.py reads data.root
+
+    @model_validator(mode="after")
+    def something_to_score(self):
+        if not self.real and self.ckpt_path is None:
+            raise BadInput(
+                "evaluate.py needs something to score: give ckpt_path=<run>/checkpoints/last.ckpt (or several, or a "
+                "sweep's folder) to score generators, or real=true to score real digits, the metric's floor."
+            )
+        if self.real and self.ckpt_path is not None:
+            raise BadInput(f"real=true scores real digits, not ckpt_path={shown(self.ckpt_path)}: give one of the two.")
+        return self
 
 
 Format = Literal["safetensors", "torchscript", "onnx"]
@@ -279,14 +304,23 @@ class Export(Section):
     )  # fmt: skip
     seed: Seed
     classifier_path: Classifier
-    data: Data
+    data: built("clusters", "num_classes")
+
+
+def run_folder(value: str) -> str:
+    if not Path(value).is_dir():
+        raise ValueError(
+            "it is not a folder. Give a training run's folder (the one holding checkpoints/ and samples/, e.g. "
+            "outputs/runs/<run>), or leave {key} out for the checkpoint's own"
+        )
+    return value
 
 
 class App(Section):
     ckpt_path: Checkpoint
-    run_dir: Annotated[str, AfterValidator(probe.run_folder), Example("outputs/runs/<run>", "/nowhere")] | None
+    run_dir: Annotated[str, AfterValidator(run_folder), Example("outputs/runs/<run>", "/nowhere")] | None
     host: Text
-    port: Port
+    port: Annotated[int, Strict(), Field(ge=1, le=65535), Example("7860", "0")]
 
 
 class Launcher(Section):

@@ -1,8 +1,9 @@
 """Bad input gets one clear paragraph from every entry point, before anything is built, and leaves earlier runs as
-they were (dcgan/schema.py, dcgan/validation.py, dcgan/cli.py).
+they were (dcgan/schema.py, dcgan/kinds.py, dcgan/cli.py).
 
-Every key of every entry point's config is declared in its schema, and each one, given its kind's value out of
-the domain, is refused naming it (checked in this process, key by key). The walk then runs the entry points
+Every key of every entry point's config is declared in its schema or, in a section Hydra builds, in its class's
+constructor, and each one, given its kind's value out of the domain, is refused naming it (checked in this
+process, key by key). The walk then runs the entry points
 themselves as a user would: one key of each kind of value with its bad value, every required key left out, the
 rules across keys, what this machine cannot do, amounts larger than what exists, Hydra's plugin settings, bad
 files, and what Hydra refuses. Every case of the walk is a row of docs/robustness.md, which the last test checks
@@ -26,13 +27,11 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel
 from torchvision.datasets import MNIST
 
-from dcgan import schema
-from dcgan import validation as probe
+from dcgan import checkpoints, data, kinds, machine, metrics, schema
 from dcgan.cli import annotations, at, check_values, example, field
 from dcgan.data import MNIST_FILES
-from dcgan.errors import UserFacingError
-from dcgan.schema import Example
-from dcgan.validation import BadInput
+from dcgan.errors import BadInput, UserFacingError
+from dcgan.kinds import Example
 from tests.helpers import CONF, REPO, TINY, load_checkpoint, run_here, run_script, run_train
 
 DOC = REPO / "docs" / "robustness.md"
@@ -104,30 +103,39 @@ def parsed(key: str, text: str):
 
 @pytest.mark.parametrize("entry", SCRIPTS)
 def test_every_key_of_every_entry_points_config_is_declared_in_its_schema(entry):
-    """Every option of the groups too: a key conf/ has and the schema lacks, or one the schema wants and conf/
-    lacks, fails here."""
+    """Every option of the groups too: a key conf/ has that neither the schema nor the built class's constructor
+    declares, or one they require that conf/ lacks, fails here."""
     for options in OPTIONS.get(entry, [[]]):
         config = composed(entry, options)
-        undeclared = [key for key in leaf_keys(config) if probe.attempt(field, SCHEMAS[entry], key) is None]
-        assert not undeclared, f"{entry} {options}: declare these in dcgan/schema.py: {undeclared}"
-        assert not missing(SCHEMAS[entry], config), f"{entry} {options}: conf/ lacks {missing(SCHEMAS[entry], config)}"
+        undeclared = [key for key in leaf_keys(config) if kinds.attempt(field, SCHEMAS[entry], key, config) is None]
+        assert not undeclared, f"{entry} {options}: declare these in dcgan/schema.py or the constructor: {undeclared}"
+        lacking = missing(SCHEMAS[entry], config)
+        assert not lacking, f"{entry} {options}: conf/ lacks {lacking}"
 
 
 def missing(schema_class, config: dict, prefix: str = "") -> list[str]:
-    """The keys `schema_class` requires that `config` lacks."""
+    """The keys `schema_class`, or a built section's constructor, requires that `config` lacks."""
     found = []
     for name, declared in schema_class.model_fields.items():
         key = declared.alias or name
         if key not in config:
             found += [prefix + key] if declared.is_required() else []
         elif isinstance(config[key], dict):
-            sections = [a for a in annotations(declared.annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-            if sections and typing.get_origin(declared.annotation) is dict:  # callbacks.<name>: a section each
-                for name, value in config[key].items():
-                    found += missing(sections[0], value, f"{prefix}{key}.{name}.") if isinstance(value, dict) else []
-            elif sections:
-                found += missing(sections[0], config[key], f"{prefix}{key}.")
+            many = typing.get_origin(declared.annotation) is dict  # callbacks.<name>: a section each
+            for name, value in config[key].items() if many else [(None, config[key])]:
+                where = f"{prefix}{key}.{name}." if many else f"{prefix}{key}."
+                if isinstance(value, dict):
+                    inner = schema_of(declared, value)
+                    found += missing(inner, value, where) if inner else []
     return found
+
+
+def schema_of(declared, section: dict):
+    """The schema of a section declared as `declared`: its own class, or its built class's constructor's."""
+    inner = annotations(declared.annotation, declared.metadata)
+    if (built := next((a for a in inner if isinstance(a, schema.Built)), None)) and "_target_" in section:
+        return schema.arguments(section["_target_"], built.passed)
+    return next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
 
 
 def every_key() -> dict[tuple[str, str], list[str]]:
@@ -162,7 +170,7 @@ def right(tiny_run, mnist_root, tmp_path_factory) -> Callable[[str, tuple], dict
 def test_each_key_given_its_kinds_bad_value_is_refused_naming_it(entry, key, right):
     options = tuple(KEYS[entry, key]) + (("trainer.accelerator=cpu",) if KEYS[entry, key] else ())
     values = right(entry, options)
-    set_at(values, key, parsed(key, example(SCHEMAS[entry], key, bad=True)))
+    set_at(values, key, parsed(key, example(SCHEMAS[entry], key, values, bad=True)))
     with pytest.raises(UserFacingError) as refused:  # BadInput, or a checkpoint's own CheckpointError
         check_values(values, SCHEMAS[entry])
     assert str(refused.value).startswith(f"{key}="), str(refused.value)
@@ -179,14 +187,8 @@ def resolved(entry: str, args: list[str]) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-PROBES = (
-    probe.writable_folder,
-    probe.writable_file,
-    probe.readable_checkpoint,
-    probe.classifier_file,
-    probe.mnist_root,
-)
-PROBES += (probe.run_folder, probe.checkpoints_or_runs)
+PROBES = (kinds.writable_folder, kinds.writable_file, checkpoints.readable_checkpoint, metrics.classifier_file)
+PROBES += (data.mnist_root, schema.run_folder, checkpoints.checkpoints_or_runs)
 
 
 @pytest.mark.parametrize("entry", SCRIPTS)
@@ -194,11 +196,11 @@ def test_each_keys_example_is_in_its_domain(entry, right):
     """What a refusal offers as the fix works: each key's example passes the schema (not a path's, which names a
     place on the reader's machine)."""
     for key in leaf_keys(right(entry)):
-        declared = field(SCHEMAS[entry], key)
+        declared = field(SCHEMAS[entry], key, right(entry))
         if any(getattr(part, "func", None) in PROBES for part in annotations(declared.annotation, declared.metadata)):
             continue
         values = right(entry)
-        set_at(values, key, parsed(key, example(SCHEMAS[entry], key)))
+        set_at(values, key, parsed(key, example(SCHEMAS[entry], key, values)))
         try:
             check_values(values, SCHEMAS[entry])
         except BadInput as err:
@@ -208,7 +210,7 @@ def test_each_keys_example_is_in_its_domain(entry, right):
 def invoke(entry: str, args: list[str], place: Place, capsys) -> tuple[int, str]:
     """`python <entry>.py <args>` in this process: its exit status and what it printed on stderr."""
     place.monkeypatch.chdir(REPO)
-    place.monkeypatch.setattr(probe, "available_memory", lambda: 16 * 2**30)  # the same message on every machine
+    place.monkeypatch.setattr(schema, "available_memory", lambda: 16 * 2**30)  # the same message on every machine
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
         run_here(f"{entry}.py", *args)
@@ -229,10 +231,11 @@ def walked_cases() -> list[Case]:
     cases = []
     for entry, schema_class in SCHEMAS.items():
         seen = set()
-        for key in leaf_keys(composed(entry, [])):
+        config = composed(entry, [])
+        for key in leaf_keys(config):
             if key.endswith("_target_") and key != "model._target_":
                 continue
-            declared = field(schema_class, key)
+            declared = field(schema_class, key, config)
             kind = next(m for m in annotations(declared.annotation, declared.metadata) if isinstance(m, Example))
             if kind in seen:
                 continue
@@ -447,12 +450,12 @@ def robustness_doc(rows: list[tuple[str, str, str]]) -> str:
         "# Bad input and what each entry point says",
         "",
         "Generated by `tests/test_validation.py` from the real messages (`UPDATE_DOCS=1 pytest tests/test_validation.py`",
-        "rewrites it). Every key of every entry point's config is declared in `dcgan/schema.py`, and the tests give",
-        "each key its kind's value out of the domain; this table runs the entry points themselves as a user would:",
-        "one key of each kind, every required key left out, the rules across keys, what the machine cannot do,",
-        "amounts larger than what exists, Hydra's plugin settings, bad files and what Hydra refuses. Each is printed as",
-        "`Error: <message>` on one line with a non-zero exit status and no traceback, before anything is built; earlier",
-        "runs and their checkpoints are left as they were. `<tmp>` stands for the folder the test used.",
+        "rewrites it). Each key is declared in `dcgan/schema.py` or in the constructor of the class its section builds,",
+        "and the tests give each key its kind's value out of the domain; this table runs the entry points themselves as",
+        "a user would: one key of each kind, every required key left out, the rules across keys, what the machine cannot",
+        "do, amounts larger than what exists, Hydra's plugin settings, bad files and what Hydra refuses. Each is printed",
+        "as `Error: <message>` on one line with a non-zero exit status and no traceback, before anything is built;",
+        "earlier runs and their checkpoints are left as they were. `<tmp>` stands for the folder the test used.",
         "",
         "| script | bad input | message |",
         "| --- | --- | --- |",
@@ -514,4 +517,4 @@ def test_a_genuine_bug_keeps_its_traceback(mnist_root, tmp_path):
 
 def test_the_memory_a_process_can_have_is_this_machines():
     total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert 0 < probe.available_memory() <= total
+    assert 0 < machine.available_memory() <= total

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities.model_summary import get_formatted_model_size, 
 
 from dcgan.checkpoints import plain_state_dict
 from dcgan.files import write_atomically
-from dcgan.kinds import Count, Example, Flag, Folder, Seed
+from dcgan.kinds import Count, Flag, Folder, Seed
 from dcgan.metrics import NUM_DIGITS, Classifier, Samples, quality_and_floor
 from dcgan.reports import write_curves, write_progress_gif
 from dcgan.sampling import grid_columns, sample, save_sample_grid
@@ -239,7 +239,7 @@ class ParameterSummary(ModelSummary):
     Lightning counts FLOPs by running the module's `example_input_array`, which this GAN has none of (the summary
     would pass it through the data module's hooks, made for MNIST batches), so every count read 0."""
 
-    def __init__(self, max_depth: Annotated[int, Strict(), Field(ge=-1), Example("1", "-2")]):  # -1: every layer
+    def __init__(self, max_depth: Annotated[int, Strict(), Field(ge=-1, examples=["1"])]):  # -1: every layer
         super().__init__(max_depth=max_depth)
 
     @staticmethod

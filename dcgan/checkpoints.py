@@ -17,7 +17,7 @@ from torch import nn
 
 from dcgan.errors import UserFacingError, first_line
 from dcgan.files import write_atomically
-from dcgan.kinds import Count, Example, Flag, Folder, Text
+from dcgan.kinds import Count, Flag, Folder, Text
 
 # checkpoint["dcgan_format"]: 3 up to commit 532c631, 4 since. That commit is the last to read (and upgrade) the
 # older formats, 1 and 2.
@@ -120,9 +120,9 @@ def checkpoints_or_runs(value: str | list[str]) -> str | list[str]:
 
 
 Checkpoint = Annotated[
-    str, AfterValidator(readable_checkpoint), Example("outputs/runs/<run>/checkpoints/last.ckpt", "/nowhere.ckpt")
+    str, AfterValidator(readable_checkpoint), Field(examples=["outputs/runs/<run>/checkpoints/last.ckpt"])
 ]
-Runs = Annotated[str | list[str], AfterValidator(checkpoints_or_runs), Example("[a.ckpt]", "/nowhere.ckpt")]
+Runs = Annotated[str | list[str], AfterValidator(checkpoints_or_runs), Field(examples=["[a.ckpt]"])]
 
 
 def run_folder(path: str | Path) -> Path:
@@ -152,7 +152,7 @@ class EpochCheckpoints(ModelCheckpoint):
         filename: Text,
         auto_insert_metric_name: Flag,
         every_n_epochs: Count,
-        save_top_k: Annotated[int, Strict(), Field(ge=-1), Example("-1", "-2")],  # -1: every one
+        save_top_k: Annotated[int, Strict(), Field(ge=-1, examples=["-1"])],  # -1: every one
         save_last: Flag,
     ):
         super().__init__(

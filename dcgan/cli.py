@@ -23,7 +23,7 @@ from pydantic.fields import FieldInfo
 from pytorch_lightning.utilities import rank_zero_only
 
 from dcgan.errors import BadInput, UserFacingError, did_you_mean, first_line, shown
-from dcgan.kinds import Example, attempt, writing_problem
+from dcgan.kinds import attempt, writing_problem
 from dcgan.schema import Built, HydraSettings, Target, arguments
 
 
@@ -128,11 +128,11 @@ def field(schema: type[BaseModel], key: str, values: dict) -> FieldInfo:
     return next(f for name, f in schema.model_fields.items() if leaf in (name, f.alias))
 
 
-def example(schema: type[BaseModel], key: str, values: dict, bad: bool = False) -> str:
-    """The example of the kind `key` is declared with (a value out of its domain with `bad`)."""
+def example(schema: type[BaseModel], key: str, values: dict) -> str:
+    """The example given with the kind `key` is declared with."""
     declared = field(schema, key, values)
-    kind = next(m for m in annotations(declared.annotation, declared.metadata) if isinstance(m, Example))
-    return kind.bad if bad else kind.good
+    found = [declared, *annotations(declared.annotation, declared.metadata)]
+    return next(m.examples[0] for m in found if isinstance(m, FieldInfo) and m.examples)
 
 
 def annotations(annotation, metadata=()) -> list:

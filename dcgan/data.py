@@ -18,7 +18,7 @@ from torchvision.datasets import MNIST
 
 from dcgan.errors import BadInput, UserFacingError
 from dcgan.files import write_atomically
-from dcgan.kinds import Count, Example, Folder, Seed, writing_problem
+from dcgan.kinds import Count, Folder, Seed, writing_problem
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def mnist_root(value: str) -> str:
     return value
 
 
-MnistRoot = Annotated[str, AfterValidator(mnist_root), Example("../shared/data", "/proc/mnist")]
+MnistRoot = Annotated[str, AfterValidator(mnist_root), Field(examples=["../shared/data"])]
 
 
 def ensure_mnist(root: str | Path) -> None:

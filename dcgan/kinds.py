@@ -1,24 +1,15 @@
 """The kinds of value a setting may hold (Count, Fraction, Folder...), for the annotations of the constructors that
 conf/ builds and of the entry points' schemas (dcgan/schema.py), which check a config against them before anything
-is built. Each kind refuses a value out of its domain and carries an Example: a value in it, which a refusal offers
-as the fix, and one out of it, which tests/test_validation.py tries. A folder's kind finds out by trying (a
+is built. Each kind refuses a value out of its domain and gives an example in it, as the command line writes it,
+which a refusal offers as the fix (tests/test_validation.py holds a value out of each). A folder's kind tries (a
 permission bit is no proof for root), and removes what it made, so a refused run leaves earlier ones as they were.
 """
 
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, Strict
-
-
-@dataclass(frozen=True)
-class Example:
-    """In a kind's annotation: a value of that kind, and one out of its domain, as the command line writes them."""
-
-    good: str
-    bad: str
 
 
 def rule(check, message: str):
@@ -32,9 +23,9 @@ def rule(check, message: str):
     return AfterValidator(validate)
 
 
-def checked(check, message: str, good: str, bad: str, base=object):
+def checked(check, message: str, example: str, base=object):
     """A kind of value that `check` decides (any value of `base`), refused with `message` ("it must be ...")."""
-    return Annotated[base, rule(check, message), Example(good, bad)]
+    return Annotated[base, rule(check, message), Field(examples=[example])]
 
 
 def whole(value) -> bool:
@@ -49,18 +40,18 @@ def attempt(function, *args):
         return None
 
 
-Count = Annotated[int, Strict(), Field(ge=1), Example("8", "0")]
-Steps = Annotated[int, Strict(), Field(ge=0), Example("2000", "-1")]
-Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1), Example("42", "-1")]
-Flag = Annotated[bool, Strict(), Field(description="true or false"), Example("true", "maybe")]
-Fraction = Annotated[float, Field(ge=0, lt=1), Example("0.3", "1.5")]
-Positive = Annotated[float, Field(gt=0), Example("2e-4", "0")]
-NonNegative = Annotated[float, Field(ge=0), Example("0.1", "-1")]
-Text = Annotated[str, Field(min_length=1), Example("name", "''")]
-Betas = Annotated[tuple[Fraction, Fraction], Example("[0.5,0.999]", "[0.5,1.5]")]
+Count = Annotated[int, Strict(), Field(ge=1, examples=["8"])]
+Steps = Annotated[int, Strict(), Field(ge=0, examples=["2000"])]
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1, examples=["42"])]
+Flag = Annotated[bool, Strict(), Field(description="true or false", examples=["true"])]
+Fraction = Annotated[float, Field(ge=0, lt=1, examples=["0.3"])]
+Positive = Annotated[float, Field(gt=0, examples=["2e-4"])]
+NonNegative = Annotated[float, Field(ge=0, examples=["0.1"])]
+Text = Annotated[str, Field(min_length=1, examples=["name"])]
+Betas = Annotated[tuple[Fraction, Fraction], Field(examples=["[0.5,0.999]"])]
 Smoothing = checked(
     lambda v: 0 <= v[0] <= v[1] <= 1, "it must be null (off) or [low, high] with 0 <= low <= high <= 1", "[0.8,1.0]",
-    "[1.0,0.8]", tuple[float, float]
+    tuple[float, float]
 )  # fmt: skip
 
 
@@ -103,9 +94,9 @@ def writable_file(value: str) -> str:
     return value
 
 
-Folder = Annotated[str, AfterValidator(writable_folder), Example("$HOME/dcgan-outputs", "/proc/dcgan")]
+Folder = Annotated[str, AfterValidator(writable_folder), Field(examples=["$HOME/dcgan-outputs"])]
 
 
 def output_file(*suffixes: str):
     ends = rule(lambda v: v.endswith(suffixes), f"it must end in {' or '.join(suffixes)}")
-    return Annotated[str, ends, AfterValidator(writable_file), Example(f"o{suffixes[0]}", f"/proc/x{suffixes[0]}")]
+    return Annotated[str, ends, AfterValidator(writable_file), Field(examples=[f"o{suffixes[0]}"])]

@@ -12,12 +12,11 @@ from typing import Annotated
 
 import torch
 from omegaconf import DictConfig
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 from pytorch_lightning.accelerators import AcceleratorRegistry
 from torch import nn
 
 from dcgan.files import write_atomically
-from dcgan.kinds import Example
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +174,8 @@ def available_accelerator(value: str) -> str:
     return value
 
 
-Device = Annotated[str, AfterValidator(available_device), Example("cpu", "gpu0")]
-Accelerator = Annotated[str, AfterValidator(available_accelerator), Example("auto", "nonsense")]
+Device = Annotated[str, AfterValidator(available_device), Field(examples=["cpu"])]
+Accelerator = Annotated[str, AfterValidator(available_accelerator), Field(examples=["auto"])]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,14 +22,14 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from dcgan.data import TRAINING_DIGITS, load_mnist_tensors, to_model_range
 from dcgan.files import write_atomically
-from dcgan.kinds import Example, writable_file
+from dcgan.kinds import writable_file
 
 log = logging.getLogger(__name__)
 
 NUM_DIGITS = 10
 MIN_TEST_ACCURACY = 0.99  # below this the classifier's features would not be trusted
 MIN_SAMPLES = 2  # the fewest digits a Frechet distance can be computed from (a covariance needs two)
-Samples = Annotated[int, Strict(), Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS), Example("5000", "60001")]
+Samples = Annotated[int, Strict(), Field(ge=MIN_SAMPLES, le=TRAINING_DIGITS, examples=["5000"])]
 Samples = Annotated[Samples, Field(description="the metric scores as many real training digits too")]
 
 
@@ -45,7 +45,7 @@ def classifier_file(value: str) -> str:
 
 
 Classifier = Annotated[
-    str, AfterValidator(classifier_file), Example("~/.cache/dcgan-mnist/mnist_classifier.pt", "/proc/c.pt")
+    str, AfterValidator(classifier_file), Field(examples=["~/.cache/dcgan-mnist/mnist_classifier.pt"])
 ]
 
 

@@ -11,7 +11,7 @@ from pydantic import Field, Strict
 from dcgan.checkpoints import CHECKPOINT_FORMAT, upgrade
 from dcgan.data import TRAINING_DIGITS
 from dcgan.ema import MovingAverage
-from dcgan.kinds import Betas, Count, Example, Flag, Fraction, NonNegative, Positive, Smoothing, Steps
+from dcgan.kinds import Betas, Count, Flag, Fraction, NonNegative, Positive, Smoothing, Steps
 from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator, init_dcgan_weights
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (the learning rate,
@@ -63,8 +63,8 @@ class DCGAN(pl.LightningModule):
         label_smoothing: Smoothing | None,
         instance_noise_std: NonNegative,
         instance_noise_anneal_steps: Steps,
-        num_classes: Annotated[Literal[10], Example("10", "7")] | None,
-        clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS), Example("200", "1")] | None,
+        num_classes: Annotated[Literal[10], Field(examples=["10"])] | None,
+        clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS, examples=["200"])] | None,
         ema_decay: Fraction | None,
         ema_start_step: Steps,
         channels_last: Flag,

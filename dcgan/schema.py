@@ -22,14 +22,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, WrapV
 from dcgan.checkpoints import Checkpoint, Runs, read_checkpoint
 from dcgan.data import MNIST_LAYOUT, TRAINING_DIGITS
 from dcgan.errors import BadInput, did_you_mean, shown
-from dcgan.kinds import Count, Example, Flag, Folder, Seed, Steps, Text, attempt, checked, output_file, whole
+from dcgan.kinds import Count, Flag, Folder, Seed, Steps, Text, attempt, checked, output_file, whole
 from dcgan.machine import Accelerator, Device, available_memory, gpus
 from dcgan.metrics import MIN_SAMPLES, Classifier, Samples
 from dcgan.module import ARCHITECTURE
 
 ClassPath = checked(
-    lambda v: callable(attempt(get_class, v)), "it must be the import path of a class", "dcgan.module.DCGAN",
-    "nowhere.Nothing", str
+    lambda v: callable(attempt(get_class, v)), "it must be the import path of a class", "dcgan.module.DCGAN", str
 )  # fmt: skip
 
 
@@ -94,26 +93,24 @@ class Trainer(Instance):
     must be an argument of the Trainer's, and is Lightning's to check."""
 
     accelerator: Accelerator
-    devices: checked(
-        lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number >= 1, or "auto"', "2", "0"
-    )
+    devices: checked(lambda v: v == "auto" or whole(v) and v >= 1, 'it must be a whole number >= 1, or "auto"', "2")
     num_nodes: Count
     precision: Annotated[
         Literal["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"] | None,
-        Example("bf16-mixed", "nonsense"),
+        Field(examples=["bf16-mixed"]),
     ]
     max_epochs: Count
     max_time: checked(
         lambda v: v is None or re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(v)), 'it must be null (no limit) or "DD:HH:MM:SS"',
-        "00:00:30:00", "30min"
+        "00:00:30:00"
     )  # fmt: skip
     max_steps: checked(
         lambda v: v == -1 or whole(v) and v >= 2 and v % 2 == 0, "it must be -1 (no limit) or an even number >= 2 "
-        "(Lightning counts 2 optimizer steps per training step)", "2000", "3"
+        "(Lightning counts 2 optimizer steps per training step)", "1000"
     )  # fmt: skip
     limit_train_batches: checked(
         lambda v: v is None or whole(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1, "it must be null (every "
-        "batch), a fraction of each epoch's batches above 0 and up to 1, or a whole number of batches >= 1", "0.1", "0"
+        "batch), a fraction of each epoch's batches above 0 and up to 1, or a whole number of batches >= 1", "0.25"
     )  # fmt: skip
     log_every_n_steps: Count
     default_root_dir: Folder
@@ -122,7 +119,7 @@ class Trainer(Instance):
     plugins: Annotated[
         list[Instance],
         Field(description="Lightning plugins, each {_target_: <class>}"),
-        Example("[{_target_:dcgan.checkpoints.AtomicCheckpointIO}]", "[5]"),
+        Field(examples=["[{_target_:dcgan.checkpoints.AtomicCheckpointIO}]"]),
     ]
     strategy: Instance | None = None  # trainer=ddp
     sync_batchnorm: Flag = False  # trainer=ddp
@@ -142,7 +139,7 @@ class Trainer(Instance):
 class Logger(Instance):
     save_dir: Folder
     name: Text
-    version: Annotated[str | int, Example("v1", "[1,2]")]
+    version: Annotated[str | int, Field(examples=["v1"])]
     default_hp_metric: Flag
 
 
@@ -238,19 +235,19 @@ class Train(Section):
         return self
 
 
-Digits = Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1), Example("[7]", "[12]")]
+Digits = Annotated[list[Annotated[int, Strict(), Field(ge=0, le=9)]], Field(min_length=1, examples=["[7]"])]
 
 
 class Generate(Section):
     ckpt_path: Checkpoint
-    mode: Annotated[Literal["sample", "interpolate"], Example("interpolate", "nonsense")]
+    mode: Annotated[Literal["sample", "interpolate"], Field(examples=["interpolate"])]
     num_samples: Count
     output: output_file(".png", ".npz")
     seed: Seed
     nrow: Count | None
     digits: Digits | None
     walks: Count
-    steps: Annotated[int, Strict(), Field(ge=2), Example("10", "1")]
+    steps: Annotated[int, Strict(), Field(ge=2, examples=["12"])]
     device: Device
 
     @model_validator(mode="after")
@@ -296,11 +293,11 @@ Format = Literal["safetensors", "torchscript", "onnx"]
 
 class Export(Section):
     ckpt_path: Checkpoint
-    formats: Annotated[list[Format] | Format, Field(min_length=1), Example("[safetensors,onnx]", "[onnx,tflite]")]
+    formats: Annotated[list[Format] | Format, Field(min_length=1, examples=["[safetensors,onnx]"])]
     output_dir: Folder | None
     num_samples: checked(
         lambda v: v == 0 or whole(v) and MIN_SAMPLES <= v <= TRAINING_DIGITS, "it must be 0 (no metric) or a number "
-        f"of digits to score from {MIN_SAMPLES} to {TRAINING_DIGITS}", "10000", "1"
+        f"of digits to score from {MIN_SAMPLES} to {TRAINING_DIGITS}", "10000"
     )  # fmt: skip
     seed: Seed
     classifier_path: Classifier
@@ -318,9 +315,9 @@ def run_folder(value: str) -> str:
 
 class App(Section):
     ckpt_path: Checkpoint
-    run_dir: Annotated[str, AfterValidator(run_folder), Example("outputs/runs/<run>", "/nowhere")] | None
+    run_dir: Annotated[str, AfterValidator(run_folder), Field(examples=["outputs/runs/<run>"])] | None
     host: Text
-    port: Annotated[int, Strict(), Field(ge=1, le=65535), Example("7860", "0")]
+    port: Annotated[int, Strict(), Field(ge=1, le=65535, examples=["7860"])]
 
 
 class Launcher(Section):
@@ -328,8 +325,8 @@ class Launcher(Section):
 
     model_config = ConfigDict(extra="allow")
     n_jobs: checked(lambda v: v is None or v == -1 or whole(v) and v >= 1, "it must be -1 (a job per core) or >= 1",
-                    "4", "0") = None  # fmt: skip
-    timeout: Annotated[float, Field(gt=0), Example("600", "0")] | None = None
+                    "4") = None  # fmt: skip
+    timeout: Annotated[float, Field(gt=0, examples=["600"])] | None = None
     timeout_min: Count | None = None
     nodes: Count | None = None
     tasks_per_node: Count | None = None
@@ -345,9 +342,9 @@ class Sweeper(Section):
     model_config = ConfigDict(extra="allow")
     n_trials: Count | None = None
     n_jobs: Count | None = None
-    max_failure_rate: Annotated[float, Field(ge=0, le=1), Example("0.5", "2")] | None = None
+    max_failure_rate: Annotated[float, Field(ge=0, le=1, examples=["0.5"])] | None = None
     max_batch_size: Count | None = None
-    direction: Annotated[Literal["minimize", "maximize"], Example("minimize", "down")] | None = None
+    direction: Annotated[Literal["minimize", "maximize"], Field(examples=["minimize"])] | None = None
 
 
 class HydraSettings(Section):

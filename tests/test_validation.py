@@ -254,7 +254,6 @@ def walked_cases() -> list[Case]:
         for key in leaf_keys(config):
             if key.endswith("_target_") and key != "model._target_":
                 continue
-            declared = field(schema_class, key, config)
             kind = example(schema_class, key, config)  # each kind gives its own
             if kind in seen:
                 continue

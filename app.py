@@ -131,7 +131,7 @@ class Demo:
 
 def grid_tab(demo: Demo, blocks: gr.Blocks) -> None:
     """Digits from a seed, as many as asked; a conditional model's are the digits ticked."""
-    classes, columns = demo.generator.num_classes or 0, grid_columns(demo.generator)
+    classes, columns = demo.generator.num_digits or 0, grid_columns(demo.generator)
     with gr.Tab("Grid", elem_id="tab_grid"):
         with gr.Row():
             seed = gr.Number(0, label="Seed", precision=0, minimum=0, elem_id="grid_seed")
@@ -146,7 +146,7 @@ def grid_tab(demo: Demo, blocks: gr.Blocks) -> None:
 
 def walk_tab(demo: Demo, blocks: gr.Blocks) -> None:
     """A walk from one seed's latent point to another's; a conditional model draws the digit picked."""
-    classes = demo.generator.num_classes or 0
+    classes = demo.generator.num_digits or 0
     with gr.Tab("Walk", elem_id="tab_walk"):
         with gr.Row():
             seed_a = gr.Number(0, label="From seed", precision=0, minimum=0, elem_id="walk_a")
@@ -184,7 +184,7 @@ def progress_tab(demo: Demo, blocks: gr.Blocks, run_name: str) -> None:
 
 def page(demo: Demo, ckpt_name: str, run_name: str) -> gr.Blocks:
     """The page; it names the checkpoint and the run as the user gave them."""
-    kind = "a conditional GAN: pick the digits" if demo.generator.num_classes else "an unconditional DCGAN"
+    kind = "a conditional GAN: pick the digits" if demo.generator.num_digits else "an unconditional DCGAN"
     # delete_cache: the copies Gradio serves go when the page stops, and those an hour old every hour
     with gr.Blocks(title="DCGAN digits", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(

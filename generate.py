@@ -18,7 +18,7 @@ from dcgan.checkpoints import read_checkpoint
 from dcgan.data import to_uint8
 from dcgan.machine import resolve_device
 from dcgan.module import load_generator
-from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walks
+from dcgan.sampling import grid_columns, requested_digits, sample, save_grid, walks
 from dcgan.schema import Generate
 
 
@@ -28,14 +28,14 @@ def main(cfg: DictConfig) -> None:
     output = Path(to_absolute_path(cfg.output))
     generator = load_generator(read_checkpoint(to_absolute_path(cfg.ckpt_path))).to(resolve_device(cfg.device))
     if cfg.mode == "sample":
-        labels = requested_labels(generator, cfg.digits, cfg.num_samples)
-        images, labels = sample(generator, cfg.num_samples, cfg.seed, labels)
+        digits = requested_digits(generator, cfg.digits, cfg.num_samples)
+        images, digits = sample(generator, cfg.num_samples, cfg.seed, digits)
         columns = cfg.nrow or grid_columns(generator)
     else:  # interpolate
-        (images, labels), columns = walks(generator, cfg.walks, cfg.steps, cfg.seed, cfg.digits), cfg.steps
+        (images, digits), columns = walks(generator, cfg.walks, cfg.steps, cfg.seed, cfg.digits), cfg.steps
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".npz":
-        arrays = {"images": to_uint8(images).numpy()} | ({} if labels is None else {"labels": labels.numpy()})
+        arrays = {"images": to_uint8(images).numpy()} | ({} if digits is None else {"digits": digits.numpy()})
         np.savez_compressed(output, **arrays)
     else:
         save_grid(images, output, columns)

@@ -184,7 +184,7 @@ def data_rates(kind: str, data_root: str, batch_size: int, steps: int, warmup: i
         batches = classic_loader(data_root, batch_size)
         prepare = lambda batch: batch  # noqa: E731 -- its transforms already made floats
     else:
-        dm = MNISTDataModule(data_root, batch_size, seed=0, clusters=None, num_classes=None, cache_dir=None)
+        dm = MNISTDataModule(data_root, batch_size, seed=0, num_clusters=None, num_digits=None, cache_dir=None)
         dm.setup("fit")
         batches = dm.train_dataloader()
         prepare = lambda batch: dm.on_after_batch_transfer(batch, 0)  # noqa: E731

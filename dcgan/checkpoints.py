@@ -19,10 +19,13 @@ from dcgan.errors import UserFacingError, first_line
 from dcgan.files import write_atomically
 from dcgan.kinds import Count, Flag, Folder, Text
 
-# checkpoint["dcgan_format"]: 3 up to commit 532c631, 4 since. That commit is the last to read (and upgrade) the
-# older formats, 1 and 2.
-CHECKPOINT_FORMAT = 4
+# checkpoint["dcgan_format"]: 3 up to commit 532c631, 4 up to 5de41c9, 5 since. 532c631 is the last commit to read
+# (and upgrade) formats 1 and 2; format 3 still loads, so that the checkpoints of 532c631 do.
+CHECKPOINT_FORMAT = 5
+OLDEST_FORMAT = 3
 READS_OLDER_FORMATS = "532c631"
+# Format 5's names (issue 31): a count of clusters and of digits, and D's embedding of an image's cluster.
+RENAMED_IN_5 = {"clusters": "num_clusters", "num_classes": "num_digits"}
 
 
 class CheckpointError(UserFacingError):
@@ -58,27 +61,34 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def upgrade(checkpoint: dict) -> dict:
     """Bring `checkpoint` (a dict as torch.load returns it) to CHECKPOINT_FORMAT, in place, and return it; refuse a
-    format older than the one before, naming the commit that reads it."""
+    format older than OLDEST_FORMAT, naming the commit that reads it."""
     found = checkpoint.get("dcgan_format", 1)
     if found >= CHECKPOINT_FORMAT:
         return checkpoint
-    if found < CHECKPOINT_FORMAT - 1:
+    if found < OLDEST_FORMAT:
         raise CheckpointError(
             f"it is a checkpoint of format {found}, which this version no longer reads (it reads formats "
-            f"{CHECKPOINT_FORMAT - 1} and {CHECKPOINT_FORMAT}); commit {READS_OLDER_FORMATS} reads and upgrades it: "
+            f"{OLDEST_FORMAT} to {CHECKPOINT_FORMAT}); commit {READS_OLDER_FORMATS} reads and upgrades it: "
             f"`git checkout {READS_OLDER_FORMATS}` (and its requirements.txt), then run the same command there."
         )
-    # G's first layer is a Linear since format 4: ConvTranspose2d's weight (in, out, 7, 7) as (out * 49, in), the
-    # same numbers; Adam's moments of it (G's optimizer, its first parameter) too.
     state = checkpoint["state_dict"]
-    for key in ("generator.net.0.weight", "generator_ema.module.net.0.weight"):
-        if key in state:
-            state[key] = as_linear(state[key])
-    for optimizer in checkpoint.get("optimizer_states", [])[:1]:
-        moments = optimizer["state"].get(0, {})
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name in moments:
-                moments[name] = as_linear(moments[name])
+    if found == 3:
+        # G's first layer is a Linear since format 4: ConvTranspose2d's weight (in, out, 7, 7) as (out * 49, in),
+        # the same numbers; Adam's moments of it (G's optimizer, its first parameter) too.
+        for key in ("generator.net.0.weight", "generator_ema.module.net.0.weight"):
+            if key in state:
+                state[key] = as_linear(state[key])
+        for optimizer in checkpoint.get("optimizer_states", [])[:1]:
+            moments = optimizer["state"].get(0, {})
+            for name in ("exp_avg", "exp_avg_sq"):
+                if name in moments:
+                    moments[name] = as_linear(moments[name])
+    for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+        if section in checkpoint:
+            hparams = checkpoint[section]
+            checkpoint[section] = {RENAMED_IN_5.get(key, key): value for key, value in hparams.items()}
+    if "discriminator.class_projection.weight" in state:
+        state["discriminator.cluster_projection.weight"] = state.pop("discriminator.class_projection.weight")
     checkpoint["dcgan_format"] = CHECKPOINT_FORMAT
     return checkpoint
 

@@ -81,6 +81,8 @@ def check_values(values: dict, schema: type[BaseModel]) -> BaseModel:
 
 def paragraph(error: dict, values: dict, schema: type[BaseModel]) -> str:
     parts = [str(p) for p in error["loc"]]
+    if new := RENAMED.get(".".join(parts)):
+        return f"{'.'.join(parts)} was renamed: write {new} instead."
     if error["type"] == "extra_forbidden":  # added with +, where the section takes no more
         section, _, leaf = ".".join(parts).rpartition(".")
         guess = did_you_mean(leaf, set(at(values, section) or {}) - {leaf}, section)
@@ -229,8 +231,9 @@ def fail(message: str, exit_code: int) -> None:
     raise SystemExit(exit_code if rank_zero_only.rank == 0 else 0)
 
 
-# Options and keys that were renamed, so that "seed" means only a random seed: the old name -> the new one.
+# Options and keys that were renamed so that a name means one thing (issue 31): the old name -> the new one.
 RENAMED = {"experiment=seed_repro": "experiment=reference_script", "callbacks.seed_files": "callbacks.reference_files"}
+RENAMED |= {"model.clusters": "model.num_clusters", "model.num_classes": "model.num_digits"}
 
 
 def config_error_message(err: Exception, script: str) -> str:

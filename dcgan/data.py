@@ -1,5 +1,5 @@
-"""MNIST as a LightningDataModule: the digits in memory, scaled to [-1, 1] on the device, with their labels or
-clusters; the order of each epoch's batches a function of (seed, epoch, rank) alone, so that a resumed run sees
+"""MNIST as a LightningDataModule: the digits in memory, scaled to [-1, 1] on the device, each with its digit or
+cluster; the order of each epoch's batches a function of (seed, epoch, rank) alone, so that a resumed run sees
 the same batches as one that never stopped.
 """
 
@@ -149,26 +149,26 @@ def pixel_clusters(images: torch.Tensor, k: int, iterations: int = 25) -> torch.
     return nearest(centers)
 
 
-def clusters_of_each_digit(images: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int) -> torch.Tensor:
-    """Each image's cluster (N,) among `k`: `pixel_clusters` of each digit's images apart, k / num_classes
-    clusters each, digit d's numbered from d * k / num_classes. For a conditional GAN, which has the labels."""
-    images, labels, per_digit = images.cpu(), labels.cpu(), k // num_classes
-    found = torch.empty(len(labels), dtype=torch.int64)
-    for digit in range(num_classes):
-        mine = (labels == digit).nonzero().squeeze(1)
+def clusters_of_each_digit(images: torch.Tensor, digits: torch.Tensor, k: int, num_digits: int) -> torch.Tensor:
+    """Each image's cluster (N,) among `k`: `pixel_clusters` of each digit's images apart, k / num_digits
+    clusters each, digit d's numbered from d * k / num_digits. For a conditional GAN, which knows each digit."""
+    images, digits, per_digit = images.cpu(), digits.cpu(), k // num_digits
+    found = torch.empty(len(digits), dtype=torch.int64)
+    for digit in range(num_digits):
+        mine = (digits == digit).nonzero().squeeze(1)
         found[mine] = pixel_clusters(images[mine], per_digit) + digit * per_digit
     return found
 
 
-def found_clusters(images: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int | None, cache: Path):
-    """Each training image's cluster (N,) among `k`: `pixel_clusters`, or with `num_classes` `clusters_of_each_digit`.
+def found_clusters(images: torch.Tensor, digits: torch.Tensor, k: int, num_digits: int | None, cache: Path):
+    """Each training image's cluster (N,) among `k`: `pixel_clusters`, or with `num_digits` `clusters_of_each_digit`.
     K-means takes seconds, so the answer is kept in the folder `cache`, named after what decides it (the images, k,
-    num_classes and CLUSTERING): a later run, a sweep's next job or another DDP rank reads it instead."""
+    num_digits and CLUSTERING): a later run, a sweep's next job or another DDP rank reads it instead."""
     images_digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    path = Path(cache).expanduser() / f"clusters_v{CLUSTERING}_{images_digest}_k{k}_digits{num_classes or 0}.pt"
+    path = Path(cache).expanduser() / f"clusters_v{CLUSTERING}_{images_digest}_k{k}_digits{num_digits or 0}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
-    found = clusters_of_each_digit(images, labels, k, num_classes) if num_classes else pixel_clusters(images, k)
+    found = clusters_of_each_digit(images, digits, k, num_digits) if num_digits else pixel_clusters(images, k)
     try:
         write_atomically(path, lambda f: torch.save(found, f))
     except OSError as err:  # a cache that cannot be written costs the next run the seconds, nothing else
@@ -221,8 +221,8 @@ class EpochBatches(DistributedSampler):
 
 
 class MNISTDataModule(pl.LightningDataModule):
-    """The 60k training digits, each with its label or, with `clusters`, its cluster (which a conditional GAN,
-    `num_classes`, finds within each digit). The metric reads the 10k test digits itself (dcgan/metrics.py).
+    """The 60k training digits, each with its digit or, with `num_clusters`, its cluster (which a conditional GAN,
+    `num_digits`, finds within each digit). The metric reads the 10k test digits itself (dcgan/metrics.py).
 
     The digits are held as uint8 tensors on the device that trains; a batch is one indexing operation, scaled to
     [-1, 1] on the device. No per-image PIL conversion, no worker processes: on a 2-core CPU those cost more than
@@ -233,14 +233,14 @@ class MNISTDataModule(pl.LightningDataModule):
         root: MnistRoot,
         batch_size: Annotated[Count, Field(le=TRAINING_DIGITS)],
         seed: Seed,
-        clusters: int | None,  # the model's (dcgan/training.py passes them)
-        num_classes: int | None,
+        num_clusters: int | None,  # the model's (dcgan/training.py passes them)
+        num_digits: int | None,
         cache_dir: Folder,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.root, self.batch_size, self.seed = root, batch_size, seed
-        self.clusters, self.num_classes, self.cache_dir = clusters, num_classes, cache_dir
+        self.num_clusters, self.num_digits, self.cache_dir = num_clusters, num_digits, cache_dir
         self.resume_position: tuple[int, int] | None = None  # (epoch, batches done in it), from a checkpoint
 
     def prepare_data(self) -> None:
@@ -248,12 +248,12 @@ class MNISTDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        images, labels = load_mnist_tensors(self.root, train=True)
-        condition = labels  # what D judges each image with: its cluster id where there are clusters
-        if self.clusters:
-            condition = found_clusters(images, labels, self.clusters, self.num_classes, self.cache_dir)
+        images, digits = load_mnist_tensors(self.root, train=True)
+        condition = digits  # what D judges each image with: its cluster id where there are clusters
+        if self.num_clusters:
+            condition = found_clusters(images, digits, self.num_clusters, self.num_digits, self.cache_dir)
             # How often G should draw each cluster (dcgan.models.ClusterPrior).
-            self.cluster_shares = torch.bincount(condition, minlength=self.clusters).float() / len(condition)
+            self.cluster_shares = torch.bincount(condition, minlength=self.num_clusters).float() / len(condition)
         self.train_set = TensorDataset(images.to(device), condition.to(device))
 
     def train_dataloader(self) -> DataLoader:

@@ -1,7 +1,7 @@
 """A trained generator as files that load without this project (export.py writes them, docs/export.md).
 
 Every file holds the generator that DCGAN.digit_generator gives, and draws what it draws: the same digits for
-the same z (and labels). Each file is read back and checked for that before the export counts as done, and
+the same z (and digits). Each file is read back and checked for that before the export counts as done, and
 everything is written in a folder beside the output first, so that a failure leaves the output as it was.
 """
 
@@ -26,7 +26,7 @@ from dcgan.errors import UserFacingError
 from dcgan.models import ClusterPrior, DigitGenerator, Generator, Project, one_hot, quantile_cuts
 from dcgan.module import DCGAN
 from dcgan.reports import format_scores
-from dcgan.sampling import grid_columns, latents, requested_labels, save_sample_grid
+from dcgan.sampling import grid_columns, latents, requested_digits, save_sample_grid
 from dcgan.schema import Format
 
 FILES: dict[Format, tuple[str, ...]] = {
@@ -38,7 +38,7 @@ TOLERANCE = 1e-4  # fp32: the same digits, up to rounding in another order of th
 EXAMPLE_BATCH = 2  # what the exporters trace with; torch.export would fix a batch of 1 as a constant
 TEMPLATES = Path(__file__).parent / "templates"
 # Warnings that say nothing about the files written: torch 2.14 marks torch.jit deprecated (a FutureWarning at
-# each call) but runs it; z and labels share the batch axis, which the ONNX exporter names once, and says so.
+# each call) but runs it; z and digits share the batch axis, which the ONNX exporter names once, and says so.
 UNINFORMATIVE = (r"`torch\.jit\.\w+` is deprecated", "# The axis name: batch will not be used")
 
 
@@ -52,9 +52,9 @@ def default_output(ckpt_path: Path, step: int) -> Path:
 
 
 def example_inputs(generator: DigitGenerator, n: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """(z,) or, for a conditional model, (z, labels): seed `seed`'s n latent points, and digits 0-9 in turn."""
-    labels = requested_labels(generator, None, n)
-    return (latents(n, generator.latent_dim, seed),) + (() if labels is None else (labels,))
+    """(z,) or, for a conditional model, (z, digits): seed `seed`'s n latent points, and digits 0-9 in turn."""
+    digits = requested_digits(generator, None, n)
+    return (latents(n, generator.latent_dim, seed),) + (() if digits is None else (digits,))
 
 
 def config(gan: DCGAN, saved: dict) -> dict:
@@ -71,7 +71,7 @@ def config(gan: DCGAN, saved: dict) -> dict:
         "generator": {name: hp[name] for name in inspect.signature(DigitGenerator.build).parameters},
         "weights": weights,
         "inputs": {"z": f"float32 (N, {hp.latent_dim}), standard normal"}
-        | ({"labels": f"int64 (N,), digits 0-{gan.num_classes - 1}"} if gan.num_classes else {}),
+        | ({"digits": f"int64 (N,), 0-{gan.num_digits - 1}"} if gan.num_digits else {}),
         "output": "images: float32 (N, 1, 28, 28) in [-1, 1], -1 = background",
         "checkpoint": saved["path"],
         "step": saved["step"],
@@ -95,7 +95,7 @@ def write(fmt: Format, generator: DigitGenerator, folder: Path, settings: dict) 
     elif fmt == "torchscript":
         torch.jit.trace(generator, inputs).save(str(folder / "generator.pt"))
     else:  # dynamo=True: the TorchScript-based exporter is deprecated in torch 2.14.
-        names, batch = ["z", "labels"][: len(inputs)], torch.export.Dim("batch")
+        names, batch = ["z", "digits"][: len(inputs)], torch.export.Dim("batch")
         torch.onnx.export(
             generator,
             inputs,
@@ -146,7 +146,7 @@ def model_card(
     generator: DigitGenerator, settings: dict, sizes: dict[str, int], scores: tuple | None, n: int, seed: int
 ) -> str:
     """MODEL_CARD.md, from templates/: `settings` are generator.json's, `n` is num_samples, the rest as in export()."""
-    conditional = bool(generator.num_classes)
+    conditional = bool(generator.num_digits)
     quality = Template((TEMPLATES / ("quality.md" if scores else "quality_not_measured.md")).read_text())
     return Template((TEMPLATES / "model_card.md").read_text()).substitute(
         settings,  # checkpoint, step, epoch, output and weights as generator.json has them
@@ -161,7 +161,7 @@ def model_card(
         columns=", each column one digit 0-9" if conditional else "",
         files="\n".join(f"| `{name}` | {file_size(size)} |" for name, size in sizes.items()),
         latent_dim=generator.latent_dim,
-        labels="\nlabels = np.arange(16) % 10  # the digit of each image (int64)" if conditional else "",
+        digit_input="\ndigits = np.arange(16) % 10  # the digit of each image (int64)" if conditional else "",
         torch_inputs=", ".join(f"torch.from_numpy({name})" for name in settings["inputs"]),
         feed="{" + ", ".join(f'"{name}": {name}' for name in settings["inputs"]) + "}",
         hparams=OmegaConf.to_yaml(settings["hparams"]).rstrip(),

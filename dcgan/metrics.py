@@ -211,11 +211,11 @@ class SampleQuality:
 
     @torch.no_grad()
     def score(
-        self, images: torch.Tensor, requested_labels: torch.Tensor | None = None, training_digits: bool = False
+        self, images: torch.Tensor, requested_digits: torch.Tensor | None = None, training_digits: bool = False
     ) -> dict[str, float]:
         """images: (N, 1, 28, 28) in [-1, 1]. Returns fid; kid (its mean over subsets); precision, recall, density
         and coverage (k = NEAREST_K); confidence, min_digit_share and digit_<d>_share as the classifier reads them;
-        given the labels the images were drawn for, label_accuracy; and with `copying`, copy_ratio, the median
+        given the digits the images were drawn as, label_accuracy; and with `copying`, copy_ratio, the median
         distance from a digit to its nearest training digit over the same median for the test digits, and
         copies, the share of digits nearer to a training digit than 99% of the test digits are.
         `training_digits`: the images are training digits (real=true, the floor), each then measured against the
@@ -238,8 +238,8 @@ class SampleQuality:
             "min_digit_share": shares.min().item(),
             **{f"digit_{d}_share": shares[d].item() for d in range(NUM_DIGITS)},
         }
-        if requested_labels is not None:
-            scores["label_accuracy"] = (predicted.cpu() == requested_labels.cpu()).float().mean().item()
+        if requested_digits is not None:
+            scores["label_accuracy"] = (predicted.cpu() == requested_digits.cpu()).float().mean().item()
         if hasattr(self, "train"):
             to_train = nearest_distances(F.normalize(features, dim=1), self.train, k=2 if training_digits else 1)
             scores["copy_ratio"] = (to_train.median() / self.test_to_train.median()).item()

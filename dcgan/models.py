@@ -13,7 +13,7 @@ its cluster by projection (Miyato & Koyama, 2018), adding
 picked by z's first entry (ClusterPrior), as often as the cluster holds of the
 training digits, so that z alone still sets the image. Why: given its cluster,
 G no longer draws the in-between shapes at the seams between digits that an
-unconditional GAN draws (docs/recipe.md). With the labels (model=cgan) the
+unconditional GAN draws (docs/recipe.md). With each image's digit (model=cgan) the
 clusters are found within each digit, and z picks among the asked digit's.
 """
 
@@ -42,14 +42,14 @@ class Project(nn.Linear):
 
 
 class Generator(nn.Module):
-    """Maps latents z (N, latent_dim) [and their clusters (N,), of `clusters`] to images in [-1, 1], (N, 1, 28, 28)."""
+    """Maps latents z (N, latent_dim) [and their clusters (N,), of `num_clusters`] to images in [-1, 1], (N, 1, 28, 28)."""
 
-    def __init__(self, latent_dim: int, width: int, clusters: int | None):
+    def __init__(self, latent_dim: int, width: int, num_clusters: int | None):
         super().__init__()
-        self.latent_dim, self.clusters = latent_dim, clusters
+        self.latent_dim, self.num_clusters = latent_dim, num_clusters
         self.net = nn.Sequential(
             # z [and the cluster] -> (2*width) x 7 x 7
-            Project(latent_dim + (clusters or 0), 2 * width, size=7),
+            Project(latent_dim + (num_clusters or 0), 2 * width, size=7),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(inplace=True),
             # -> width x 14 x 14
@@ -62,14 +62,14 @@ class Generator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, clusters: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = torch.cat([z, one_hot(clusters, self.clusters, z)], dim=1) if self.clusters else z
+        inputs = torch.cat([z, one_hot(clusters, self.num_clusters, z)], dim=1) if self.num_clusters else z
         return self.net(inputs)
 
 
 class Discriminator(nn.Module):
     """Maps images (N, 1, 28, 28) [and their clusters (N,)] to one real-vs-fake logit each, shape (N,)."""
 
-    def __init__(self, width: int, dropout: float, clusters: int | None):
+    def __init__(self, width: int, dropout: float, num_clusters: int | None):
         super().__init__()
         self.features = nn.Sequential(
             # No BatchNorm on the input layer (as in the DCGAN paper). -> width x 14 x 14
@@ -85,13 +85,13 @@ class Discriminator(nn.Module):
         # -> 1 x 1 x 1: a logit, no sigmoid (the loss is BCE-with-logits)
         self.head = nn.Conv2d(2 * width, 1, kernel_size=7)
         # Projection: one learned vector per cluster, dotted with the flattened features.
-        self.class_projection = nn.Embedding(clusters, 2 * width * 7 * 7) if clusters else None
+        self.cluster_projection = nn.Embedding(num_clusters, 2 * width * 7 * 7) if num_clusters else None
 
     def forward(self, x: torch.Tensor, clusters: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)
         logits = self.head(h).view(-1)
-        if self.class_projection is not None:
-            logits = logits + (self.class_projection(clusters) * h.flatten(1)).sum(dim=1)
+        if self.cluster_projection is not None:
+            logits = logits + (self.cluster_projection(clusters) * h.flatten(1)).sum(dim=1)
         return logits
 
 
@@ -104,16 +104,17 @@ def quantile_cuts(shares: torch.Tensor) -> torch.Tensor:
 class ClusterPrior(nn.Module):
     """The cluster (N,) that each latent point z (N, latent_dim) draws: z's first entry, standard normal, cut at
     the quantiles of the clusters' shares, so that each comes as often as it holds of the training digits (equally
-    often until `set_shares`). With `digits`, each digit has `clusters / digits` clusters, digit d's numbered from
-    d * clusters / digits, and z picks among those of the digit it is given."""
+    often until `set_shares`). With `num_digits`, each digit has `num_clusters / num_digits` clusters, digit d's
+    numbered from d * num_clusters / num_digits, and z picks among those of the digit it is given."""
 
-    def __init__(self, clusters: int, digits: int | None):
+    def __init__(self, num_clusters: int, num_digits: int | None):
         super().__init__()
-        self.digits, self.per_digit = digits, clusters // (digits or 1)
-        self.register_buffer("cuts", quantile_cuts(torch.full((digits or 1, self.per_digit), 1 / self.per_digit)))
+        self.num_digits, self.per_digit = num_digits, num_clusters // (num_digits or 1)
+        rows = num_digits or 1
+        self.register_buffer("cuts", quantile_cuts(torch.full((rows, self.per_digit), 1 / self.per_digit)))
 
     def set_shares(self, shares: torch.Tensor) -> None:
-        """`shares` (clusters,): each cluster's share of the training digits, as the data module counted them."""
+        """`shares` (num_clusters,): each cluster's share of the training digits, as the data module counted them."""
         shares = shares.view(-1, self.per_digit)
         self.cuts.copy_(quantile_cuts(shares / shares.sum(dim=1, keepdim=True)))
 
@@ -125,21 +126,22 @@ class ClusterPrior(nn.Module):
 
 class DigitGenerator(nn.Module):
     """G and its ClusterPrior: images (N, 1, 28, 28) from z (N, latent_dim) alone [and the digits (N,) asked of a
-    conditional GAN, one of num_classes]. What sampling, the metric and the exported files draw with."""
+    conditional GAN, each one of num_digits]. What sampling, the metric and the exported files draw with."""
 
     def __init__(self, generator: Generator, prior: ClusterPrior | None):
         super().__init__()
         self.generator = generator
         self.prior = prior
-        self.latent_dim, self.num_classes = generator.latent_dim, prior.digits if prior else None
+        self.latent_dim, self.num_digits = generator.latent_dim, prior.num_digits if prior else None
 
     @classmethod
-    def build(cls, latent_dim: int, g_width: int, clusters: int | None, num_classes: int | None) -> "DigitGenerator":
+    def build(cls, latent_dim: int, g_width: int, num_clusters: int | None, num_digits: int | None) -> "DigitGenerator":
         """A new one, of the shape of a DCGAN's with these hyperparameters (export.py's generator.json has them)."""
-        return cls(Generator(latent_dim, g_width, clusters), ClusterPrior(clusters, num_classes) if clusters else None)
+        prior = ClusterPrior(num_clusters, num_digits) if num_clusters else None
+        return cls(Generator(latent_dim, g_width, num_clusters), prior)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.generator(z, None if self.prior is None else self.prior(z, labels))
+    def forward(self, z: torch.Tensor, digits: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, None if self.prior is None else self.prior(z, digits))
 
 
 def init_dcgan_weights(module: nn.Module) -> None:

@@ -16,7 +16,7 @@ from dcgan.models import ClusterPrior, DigitGenerator, Discriminator, Generator,
 
 # The hyperparameters that shape the weights and buffers in a checkpoint. The others (the learning rate,
 # the tricks) may change when resuming, e.g. a lower learning rate after a divergence.
-ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_classes", "clusters")
+ARCHITECTURE = ("latent_dim", "g_width", "d_width", "num_digits", "num_clusters")
 
 
 def instance_noise_std(step: int, initial_std: float, anneal_steps: int) -> float:
@@ -38,10 +38,10 @@ class DCGAN(pl.LightningModule):
     -log D(G(z)) (`update`). Lightning's `global_step` counts optimizer steps, so
     it advances by 2 per training step; `self.step` counts training steps.
 
-    With `clusters`, both networks see each image's cluster (dcgan/models.py):
+    With `num_clusters`, both networks see each image's cluster (dcgan/models.py):
     real images come with their own (the data module finds them), and each fake
     with the one its z picks (`cluster_prior`), which the data module's shares of
-    the clusters calibrate. With `num_classes` as well (a conditional GAN), the
+    the clusters calibrate. With `num_digits` as well (a conditional GAN), the
     clusters are found within each digit, and each fake's digit is drawn uniformly.
 
     With `ema_decay` set, an exponential moving average of G's weights (and
@@ -63,8 +63,8 @@ class DCGAN(pl.LightningModule):
         label_smoothing: Smoothing | None,
         instance_noise_std: NonNegative,
         instance_noise_anneal_steps: Steps,
-        num_classes: Annotated[Literal[10], Field(examples=["10"])] | None,
-        clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS, examples=["200"])] | None,
+        num_digits: Annotated[Literal[10], Field(examples=["10"])] | None,
+        num_clusters: Annotated[int, Strict(), Field(ge=2, le=TRAINING_DIGITS, examples=["200"])] | None,
         ema_decay: Fraction | None,
         ema_start_step: Steps,
         channels_last: Flag,
@@ -73,10 +73,10 @@ class DCGAN(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.num_classes = num_classes
-        self.generator = Generator(latent_dim, g_width, clusters)
-        self.discriminator = Discriminator(d_width, d_dropout, clusters)
-        self.cluster_prior = ClusterPrior(clusters, num_classes) if clusters else None
+        self.num_digits = num_digits
+        self.generator = Generator(latent_dim, g_width, num_clusters)
+        self.discriminator = Discriminator(d_width, d_dropout, num_clusters)
+        self.cluster_prior = ClusterPrior(num_clusters, num_digits) if num_clusters else None
         self.generator.apply(init_dcgan_weights)
         self.discriminator.apply(init_dcgan_weights)
         if channels_last:
@@ -128,7 +128,7 @@ class DCGAN(pl.LightningModule):
         in a conditional GAN among those of a digit drawn uniformly."""
         if self.cluster_prior is None:
             return None
-        digits = torch.randint(0, self.num_classes, (len(z),), device=self.device) if self.num_classes else None
+        digits = torch.randint(0, self.num_digits, (len(z),), device=self.device) if self.num_digits else None
         return self.cluster_prior(z, digits)
 
     def training_step(self, batch, batch_idx):
@@ -150,7 +150,7 @@ class DCGAN(pl.LightningModule):
             )
 
     def update(self, real: torch.Tensor, real_clusters: torch.Tensor, noise_std: float | torch.Tensor | None):
-        """One D update, then one G update, on a batch of real images and their clusters (or labels, which an
+        """One D update, then one G update, on a batch of real images and their clusters (or digits, which an
         unconditional D does not see). Returns D's and G's losses and D's logits for the real and fake images.
         dcgan/graphs.py may run it as one CUDA graph: it reads no value back from the device."""
         opt_g, opt_d = self.optimizers()

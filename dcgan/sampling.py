@@ -21,32 +21,32 @@ def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
 
 
-def requested_labels(generator: DigitGenerator, digits, n: int) -> torch.Tensor | None:
-    """The labels of n samples: `digits` in turn for a conditional model (None: 0-9 in turn, every digit equally
-    often), None for an unconditional one, which cannot be asked for digits."""
-    if not generator.num_classes:
+def requested_digits(generator: DigitGenerator, digits, n: int) -> torch.Tensor | None:
+    """The digit each of n samples is drawn as: `digits` in turn for a conditional model (None: 0-9 in turn, every
+    digit equally often), None for an unconditional one, which cannot be asked for digits."""
+    if not generator.num_digits:
         if digits:
             raise BadDigits(
                 f"digits={list(digits)} needs a conditional GAN (trained with model=cgan), and this checkpoint's "
                 "is unconditional: z alone picks its digits. Leave digits out."
             )
         return None
-    digits = torch.tensor(list(digits) if digits else range(generator.num_classes))
+    digits = torch.tensor(list(digits) if digits else range(generator.num_digits))
     return digits[torch.arange(n) % len(digits)]
 
 
 @torch.no_grad()
 def sample(
-    generator: DigitGenerator, n: int, seed: int, labels: torch.Tensor | None = None, batch_size: int = 500
+    generator: DigitGenerator, n: int, seed: int, digits: torch.Tensor | None = None, batch_size: int = 500
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n digits (in [-1, 1], on the CPU) from seed `seed`'s latent points, and the labels they were drawn for:
-    `labels` if given, else a conditional model's every digit equally often (None for an unconditional one)."""
+    """n digits (in [-1, 1], on the CPU) from seed `seed`'s latent points, and the digit each was drawn as:
+    `digits` if given, else a conditional model's every digit equally often (None for an unconditional one)."""
     device = next(generator.parameters()).device
     z = latents(n, generator.latent_dim, seed).to(device).split(batch_size)
-    labels = requested_labels(generator, None, n) if labels is None else labels
-    labels_of = [None] * len(z) if labels is None else labels.to(device).split(batch_size)
-    images = torch.cat([generator(*batch).float().cpu() for batch in zip(z, labels_of, strict=True)])
-    return images, None if labels is None else labels.cpu()
+    digits = requested_digits(generator, None, n) if digits is None else digits
+    digits_of = [None] * len(z) if digits is None else digits.to(device).split(batch_size)
+    images = torch.cat([generator(*batch).float().cpu() for batch in zip(z, digits_of, strict=True)])
+    return images, None if digits is None else digits.cpu()
 
 
 def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -63,24 +63,24 @@ def walk(
     generator: DigitGenerator, ends: torch.Tensor, steps: int, digits=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`steps` images along the great circle between each pair of latent points in `ends` (W, 2, D), walk after walk,
-    and their labels: a conditional model draws one digit per walk (`digits` in turn, as requested_labels gives)."""
+    and the digit of each: a conditional model draws one digit per walk (`digits` in turn, as requested_digits gives)."""
     device, t = next(generator.parameters()).device, torch.linspace(0, 1, steps)
     z = torch.cat([slerp(a, b, t) for a, b in ends]).to(device)
-    walk_labels = requested_labels(generator, digits, len(ends))
-    labels = None if walk_labels is None else walk_labels.repeat_interleave(steps)
-    return generator(z, None if labels is None else labels.to(device)).float().cpu(), labels
+    of_walks = requested_digits(generator, digits, len(ends))
+    of_images = None if of_walks is None else of_walks.repeat_interleave(steps)
+    return generator(z, None if of_images is None else of_images.to(device)).float().cpu(), of_images
 
 
 def walks(
     generator: DigitGenerator, count: int, steps: int, seed: int, digits=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`count` walks of `steps` images each, between pairs of seed `seed`'s latent points, and their labels."""
+    """`count` walks of `steps` images each, between pairs of seed `seed`'s latent points, and their digits."""
     return walk(generator, latents(2 * count, generator.latent_dim, seed).view(count, 2, -1), steps, digits)
 
 
 def grid_columns(generator: DigitGenerator) -> int:
-    """Digits per grid row: 10 for a conditional model (a column per digit, as requested_labels cycles them), else 8."""
-    return 10 if generator.num_classes else 8
+    """Digits per grid row: 10 for a conditional model (a column per digit, as requested_digits cycles them), else 8."""
+    return 10 if generator.num_digits else 8
 
 
 def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
@@ -101,5 +101,5 @@ def save_sample_grid(
     """n digits from seed `seed` (a conditional model's: `digits` in turn, or 0-9) as a grid, `columns` to a row
     (grid_columns' by default), in a PNG file at `path`; returns the grid. The fixed noise's grids of training, the
     page's grids, the export's samples.png and generate.py's."""
-    images, _ = sample(generator, n, seed, requested_labels(generator, digits, n))
+    images, _ = sample(generator, n, seed, requested_digits(generator, digits, n))
     return save_grid(images, path, columns or grid_columns(generator))

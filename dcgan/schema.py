@@ -156,7 +156,7 @@ class Train(Section):
     classifier_path: Classifier
     fixed_noise: FixedNoise
     model: built()
-    data: built("clusters", "num_classes")  # the model's: dcgan/training.py passes them
+    data: built("num_clusters", "num_digits")  # the model's: dcgan/training.py passes them
     trainer: Trainer
     callbacks: dict[str, built() | None]
     logger: Logger
@@ -164,17 +164,17 @@ class Train(Section):
     # The rules across keys: values that are each allowed alone, but together leave nothing to do.
     @model_validator(mode="after")
     def clusters_within_digits(self):
-        digits, clusters = getattr(self.model, "num_classes", None), getattr(self.model, "clusters", None)
+        digits, clusters = getattr(self.model, "num_digits", None), getattr(self.model, "num_clusters", None)
         if digits and not clusters:
             raise BadInput(
-                f"model.num_classes={digits} needs model.clusters: the conditional GAN draws clusters found within "
-                "each digit (model=cgan sets both). Use e.g. model.clusters=200, or model.num_classes=null."
+                f"model.num_digits={digits} needs model.num_clusters: the conditional GAN draws clusters found within "
+                "each digit (model=cgan sets both). Use e.g. model.num_clusters=200, or model.num_digits=null."
             )
         if digits and clusters % digits:
             raise BadInput(
-                f"model.clusters={clusters} cannot work with model.num_classes={digits}: a conditional GAN finds as "
-                f"many clusters within every digit, so model.clusters must be a multiple of {digits}. Use e.g. "
-                f"model.clusters={max(clusters // 10, 1) * 10}."
+                f"model.num_clusters={clusters} cannot work with model.num_digits={digits}: a conditional GAN finds "
+                f"as many clusters within every digit, so model.num_clusters must be a multiple of {digits}. Use "
+                f"e.g. model.num_clusters={max(clusters // 10, 1) * 10}."
             )
         return self
 
@@ -274,7 +274,7 @@ class Evaluate(Section):
     classifier_path: Classifier
     output: output_file(".json") | None
     device: Device
-    data: built("clusters", "num_classes")  # evaluate.py reads data.root
+    data: built("num_clusters", "num_digits")  # evaluate.py reads data.root
 
     @model_validator(mode="after")
     def something_to_score(self):
@@ -301,7 +301,7 @@ class Export(Section):
     )  # fmt: skip
     seed: Seed
     classifier_path: Classifier
-    data: built("clusters", "num_classes")
+    data: built("num_clusters", "num_digits")
 
 
 def run_folder(value: str) -> str:

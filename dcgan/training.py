@@ -54,7 +54,7 @@ def train(cfg: DictConfig) -> float:
     pl.seed_everything(cfg.seed, workers=True)
     # Plain lists, not OmegaConf ones, in the hyperparameters: checkpoints then load with weights_only=True.
     model = instantiate(cfg.model, _convert_="all")
-    datamodule = instantiate(cfg.data, clusters=cfg.model.clusters, num_classes=cfg.model.num_classes)
+    datamodule = instantiate(cfg.data, num_clusters=cfg.model.num_clusters, num_digits=cfg.model.num_digits)
     logger = instantiate(cfg.logger)
     callbacks = [instantiate(callback) for callback in cfg.callbacks.values() if callback is not None]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)

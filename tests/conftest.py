@@ -82,7 +82,9 @@ def tiny_cgan_run(mnist_root, tmp_path_factory) -> Path:
     from dcgan.training import train
 
     folder = tmp_path_factory.mktemp("tiny_cgan")
-    train(compose_config(*TINY, "model=cgan", "model.clusters=20", f"data.root={mnist_root}", output_dir=str(folder)))
+    train(
+        compose_config(*TINY, "model=cgan", "model.num_clusters=20", f"data.root={mnist_root}", output_dir=str(folder))
+    )
     return folder
 
 

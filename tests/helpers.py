@@ -26,7 +26,7 @@ def quick(steps: int, width: int) -> tuple[str, ...]:
         f"trainer.limit_train_batches={steps}",
         f"model.g_width={width}",
         f"model.d_width={width}",
-        "model.clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
+        "model.num_clusters=10",  # k-means into 200 clusters takes seconds; 10 is as real and quick
         "callbacks.quality=null",
         "callbacks.progress_bar=null",
         "callbacks.model_summary=null",
@@ -50,11 +50,11 @@ def dcgan(**settings):
     return instantiate(compose_config().model, **settings)
 
 
-def data_module(root: str, batch_size: int = 32, seed: int = 0, clusters: int | None = None, num_classes=None):
+def data_module(root: str, batch_size: int = 32, seed: int = 0, num_clusters: int | None = None, num_digits=None):
     """The data module conf/data/mnist.yaml makes, on `root`, with each digit's cluster of `clusters` [within each of
-    `num_classes` digits] or, without clusters, its label."""
+    `num_digits` digits] or, without clusters, its digit."""
     data = compose_config(f"data.root={root}", f"data.batch_size={batch_size}", f"seed={seed}").data
-    return instantiate(data, clusters=clusters, num_classes=num_classes)
+    return instantiate(data, num_clusters=num_clusters, num_digits=num_digits)
 
 
 def run_train(*overrides: str, env: dict | None = None, check: bool = True, timeout: int = 600):

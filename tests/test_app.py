@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dcgan.sampling import grid_columns, requested_labels, sample, save_grid, walk
+from dcgan.sampling import grid_columns, requested_digits, sample, save_grid, walk
 from tests.helpers import REPO, generator_of
 
 pytestmark = pytest.mark.slow  # app.py in a process of its own, and a browser
@@ -252,7 +252,7 @@ def test_cgan_page_draws_the_digits_picked(browser, cgan_smoke_run, tmp_path):
         page.set("grid_seed", 4)
         page.set("grid_count", 20)
         assert page.timed("grid_draw", "grid")[0] == grid_size(20, 10)
-        sevens_and_threes = sample(gan, 20, seed=4, labels=requested_labels(gan, [3, 7], 20))[0]
+        sevens_and_threes = sample(gan, 20, seed=4, digits=requested_digits(gan, [3, 7], 20))[0]
         assert_same_grid(page.pixels("grid", "grid_seed4_20_digits37.png"), page.drawn(sevens_and_threes, 10))
 
         page.tab("Walk")

@@ -65,7 +65,7 @@ def test_the_classic_loop_trains_the_scripts_own_networks_of_the_projects_sizes(
     """The yardstick: the project's unconditional DCGAN at the script's width, layer for layer and weight for weight,
     written as the script writes it: torch's dropout, and G's first layer a transposed convolution."""
     script_g, script_d = script_networks()
-    project = dcgan(g_width=WIDTH, d_width=WIDTH, d_dropout=DROPOUT, clusters=None, ema_decay=None)
+    project = dcgan(g_width=WIDTH, d_width=WIDTH, d_dropout=DROPOUT, num_clusters=None, ema_decay=None)
     for script, ours in ((script_g, project.generator), (script_d, project.discriminator)):
         assert sorted(p.numel() for p in script.parameters()) == sorted(p.numel() for p in ours.parameters())
     assert isinstance(script_g[1], torch.nn.ConvTranspose2d)

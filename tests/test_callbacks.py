@@ -89,11 +89,11 @@ def test_state_dicts_load_into_fresh_networks_and_hold_what_generate_draws_with(
     )  # saved at the end of epoch 2, as the files
     gan, drawing = DCGAN.from_checkpoint(checkpoint), load_generator(checkpoint)
     hp = gan.hparams
-    generator = Generator(hp.latent_dim, hp.g_width, hp.clusters)
+    generator = Generator(hp.latent_dim, hp.g_width, hp.num_clusters)
     generator.load_state_dict(
         torch.load(reference_files / "reference_files" / "generator_epoch_2.pth", weights_only=True)
     )
-    discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.clusters)
+    discriminator = Discriminator(hp.d_width, hp.d_dropout, hp.num_clusters)
     discriminator.load_state_dict(
         torch.load(reference_files / "reference_files" / "discriminator_epoch_2.pth", weights_only=True)
     )

@@ -153,12 +153,26 @@ def test_smoke_run_checkpoints_hold_both_networks_and_their_optimizers(smoke_run
     assert last["global_step"] == 2 * SMOKE_STEPS  # one D and one G optimizer step per training step
     assert any(k.startswith("generator.") for k in last["state_dict"])
     assert any(k.startswith("discriminator.") for k in last["state_dict"])
-    assert len(last["optimizer_states"]) == 2 and last["dcgan_format"] == 4
+    assert len(last["optimizer_states"]) == 2 and last["dcgan_format"] == 5
+
+
+def format_4(checkpoint: dict) -> dict:
+    """`checkpoint` as the project wrote it before format 5: the counts were `clusters` and `num_classes`, and D's
+    embedding of a cluster `class_projection`."""
+    for section in ("hyper_parameters", "datamodule_hyper_parameters"):
+        names = {"num_clusters": "clusters", "num_digits": "num_classes"}
+        checkpoint[section] = {names.get(key, key): value for key, value in checkpoint[section].items()}
+    state = checkpoint["state_dict"]
+    if "discriminator.cluster_projection.weight" in state:
+        state["discriminator.class_projection.weight"] = state.pop("discriminator.cluster_projection.weight")
+    checkpoint["dcgan_format"] = 4
+    return checkpoint
 
 
 def format_3(checkpoint: dict) -> dict:
-    """`checkpoint` as the project wrote it up to commit 532c631 (format 3): G's first layer was a ConvTranspose2d,
-    its weight (in, out, 7, 7) in G, in the average of G and in Adam's moments of it."""
+    """`checkpoint` as the project wrote it up to commit 532c631 (format 3): format 4's names, and G's first layer
+    was a ConvTranspose2d, its weight (in, out, 7, 7) in G, in the average of G and in Adam's moments of it."""
+    checkpoint = format_4(checkpoint)
 
     def as_conv(weight: torch.Tensor) -> torch.Tensor:
         return weight.T.reshape(weight.shape[1], -1, 7, 7)
@@ -173,15 +187,17 @@ def format_3(checkpoint: dict) -> dict:
     return checkpoint
 
 
-def test_a_format_3_checkpoint_is_upgraded_and_draws_what_it_drew(tiny_run, tiny_cgan_run, tmp_path):
+@pytest.mark.parametrize("older", [format_3, format_4])
+def test_an_older_checkpoint_is_upgraded_and_draws_what_it_drew(older, tiny_run, tiny_cgan_run, tmp_path):
     for run in (tiny_run, tiny_cgan_run):
         current = run / "checkpoints" / "last.ckpt"
         old = tmp_path / "old.ckpt"
-        torch.save(format_3(load_checkpoint(current)), old)
+        torch.save(older(load_checkpoint(current)), old)
         upgraded = read_checkpoint(old)
-        assert upgraded["dcgan_format"] == 4
+        assert upgraded["dcgan_format"] == 5
+        assert upgraded["state_dict"].keys() == load_checkpoint(current)["state_dict"].keys()
         assert upgraded["hyper_parameters"] == load_checkpoint(current)["hyper_parameters"]
-        z, digits = torch.randn(6, 100), torch.arange(6) if upgraded["hyper_parameters"]["num_classes"] else None
+        z, digits = torch.randn(6, 100), torch.arange(6) if upgraded["hyper_parameters"]["num_digits"] else None
         then, now = (generator_of(path) for path in (old, current))
         with torch.no_grad():
             torch.testing.assert_close(then(z, digits), now(z, digits), rtol=0, atol=0)

@@ -27,7 +27,7 @@ def test_every_group_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_config(f"{group}={option}", output_dir=str(tmp_path))
     assert isinstance(instantiate(cfg.model), DCGAN)
     assert isinstance(
-        instantiate(cfg.data, clusters=cfg.model.clusters, num_classes=cfg.model.num_classes), MNISTDataModule
+        instantiate(cfg.data, num_clusters=cfg.model.num_clusters, num_digits=cfg.model.num_digits), MNISTDataModule
     )
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     assert any(isinstance(c, SampleGrid) for c in callbacks)
@@ -49,8 +49,8 @@ REFERENCE_SCRIPT = {
     "model.d_dropout": 0.3,
     "model.label_smoothing": [0.8, 1.0],
     "model.instance_noise_std": 0.1,
-    "model.num_classes": None,
-    "model.clusters": None,
+    "model.num_digits": None,
+    "model.num_clusters": None,
     "model.ema_decay": None,
     "data.batch_size": 128,
     "trainer.max_epochs": 150,
@@ -67,8 +67,8 @@ PAPER = {
     "model.d_dropout": 0.0,
     "model.label_smoothing": None,
     "model.instance_noise_std": 0.0,
-    "model.num_classes": None,
-    "model.clusters": None,
+    "model.num_digits": None,
+    "model.num_clusters": None,
     "model.ema_decay": None,
     "data.batch_size": 128,
 }

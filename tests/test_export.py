@@ -64,8 +64,8 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
     gan, drawing = DCGAN.from_checkpoint(checkpoint), load_generator(checkpoint)
     rng = torch.Generator().manual_seed(7)
     inputs = {"z": torch.randn(5, gan.hparams.latent_dim, generator=rng)}
-    if gan.num_classes:
-        inputs["labels"] = torch.tensor([3, 0, 9, 3, 7])
+    if gan.num_digits:
+        inputs["digits"] = torch.tensor([3, 0, 9, 3, 7])
     np.savez(tmp_path / "inputs.npz", **{key: value.numpy() for key, value in inputs.items()})
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
@@ -92,8 +92,8 @@ def test_each_format_draws_what_generate_draws_without_dcgan(run_name, request, 
     assert settings["generator"] == {
         "latent_dim": 100,
         "g_width": gan.hparams.g_width,
-        "num_classes": gan.hparams.num_classes,
-        "clusters": gan.hparams.clusters,
+        "num_digits": gan.hparams.num_digits,
+        "num_clusters": gan.hparams.num_clusters,
     }
     if run_name == "averaged_run":  # the test can tell G from its average
         assert gan.generator_ema.n_averaged > 0
@@ -126,7 +126,7 @@ def test_card_grid_and_metric_match_evaluate_and_default_folder(cgan_smoke_run, 
     evaluated = printed[2:]  # after its header and the checkpoint's name
     assert any(line.startswith("read as the digit asked for") for line in evaluated)
     assert "\n".join(evaluated) in card  # every figure, beside real digits', as evaluate.py prints them
-    assert "training step 20 (epoch 2)" in card and "num_classes: 10" in card
+    assert "training step 20 (epoch 2)" in card and "num_digits: 10" in card
     with Image.open(folder / "samples.png") as grid:
         assert grid.size == (10 * 30 + 2, 10 * 30 + 2)  # 100 digits, a column per digit
 

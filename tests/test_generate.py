@@ -15,7 +15,7 @@ def test_npz_holds_uint8_digits_like_mnist_drawn_as_sample_draws_them(tiny_run, 
     out = tmp_path / "samples.npz"
     run_here("generate.py", f"ckpt_path={last_ckpt(tiny_run)}", "num_samples=100", "seed=3", f"output={out}")
     data = np.load(out)
-    assert set(data.files) == {"images"}  # an unconditional model has no labels
+    assert set(data.files) == {"images"}  # an unconditional model has no digits
     assert data["images"].shape == (100, 28, 28) and data["images"].dtype == np.uint8
     images, _ = sample(generator_of(last_ckpt(tiny_run)), 100, seed=3)
     assert np.array_equal(data["images"], ((images.squeeze(1) + 1) * 127.5).round().clamp(0, 255).byte().numpy())
@@ -28,10 +28,10 @@ def test_conditional_npz_honours_requested_digits(tiny_cgan_run, tmp_path):
     run_here("generate.py", f"ckpt_path={last_ckpt(tiny_cgan_run)}", "num_samples=30", "digits=[3,7]", f"output={out}")
     data = np.load(out)
     assert data["images"].shape == (30, 28, 28) and data["images"].dtype == np.uint8
-    assert data["labels"].tolist() == [3, 7] * 15
+    assert data["digits"].tolist() == [3, 7] * 15
     default = tmp_path / "default.npz"
     run_here("generate.py", f"ckpt_path={last_ckpt(tiny_cgan_run)}", "num_samples=25", f"output={default}")
-    assert np.load(default)["labels"].tolist() == list(range(10)) * 2 + [0, 1, 2, 3, 4]  # every digit in turn
+    assert np.load(default)["digits"].tolist() == list(range(10)) * 2 + [0, 1, 2, 3, 4]  # every digit in turn
 
 
 def test_grid_and_interpolation_pngs(tiny_cgan_run, tmp_path):
@@ -41,7 +41,7 @@ def test_grid_and_interpolation_pngs(tiny_cgan_run, tmp_path):
         assert grid.size == (10 * 30 + 2, 4 * 30 + 2)  # conditional: 10 columns, one per digit
     walks = tmp_path / "walks.npz"
     run_here("generate.py", f"ckpt_path={ckpt}", "mode=interpolate", "walks=3", "steps=6", f"output={walks}")
-    assert np.load(walks)["labels"].tolist() == [0] * 6 + [1] * 6 + [2] * 6  # one digit per walk
+    assert np.load(walks)["digits"].tolist() == [0] * 6 + [1] * 6 + [2] * 6  # one digit per walk
     run_here(
         "generate.py", f"ckpt_path={ckpt}", "mode=interpolate", "walks=3", "steps=6", f"output={tmp_path / 'w.png'}"
     )

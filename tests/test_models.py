@@ -9,7 +9,7 @@ from tests.helpers import dcgan
 
 
 def test_generator_maps_latents_to_28x28_images_in_tanh_range():
-    g = Generator(latent_dim=100, width=16, clusters=None)
+    g = Generator(latent_dim=100, width=16, num_clusters=None)
     images = g(torch.randn(5, 100) * 10)  # large inputs saturate tanh but never leave [-1, 1]
     assert images.shape == (5, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
@@ -25,7 +25,7 @@ def test_the_projection_is_the_transposed_convolution_of_a_1x1_input_that_it_rep
 
 
 def test_discriminator_gives_one_logit_per_image():
-    d = Discriminator(width=16, dropout=0.3, clusters=None)
+    d = Discriminator(width=16, dropout=0.3, num_clusters=None)
     logits = d(torch.rand(7, 1, 28, 28) * 2 - 1)
     assert logits.shape == (7,)
     assert torch.isfinite(logits).all()
@@ -48,23 +48,23 @@ def test_dcgan_init_draws_conv_weights_from_n0_002():
 
 
 def test_a_generator_draws_the_cluster_it_is_given_and_d_projects_it():
-    g = Generator(latent_dim=16, width=8, clusters=10).eval()
+    g = Generator(latent_dim=16, width=8, num_clusters=10).eval()
     assert g.net[0].in_features == 16 + 10  # z, then the cluster as a one-hot vector
     z = torch.randn(1, 16).repeat(2, 1)
     with torch.no_grad():
         three, seven = g(z, torch.tensor([3, 7]))
     assert (three - seven).abs().max() > 1e-3  # the same z, another cluster
-    d = Discriminator(width=8, dropout=0.0, clusters=10).eval()
+    d = Discriminator(width=8, dropout=0.0, num_clusters=10).eval()
     x = torch.rand(2, 1, 28, 28) * 2 - 1
     with torch.no_grad():
         plain = d.head(d.features(x)).view(-1)  # the logit without the projection
         features = d.features(x).flatten(1)
-        projected = plain + (d.class_projection(torch.tensor([3, 7])) * features).sum(dim=1)
+        projected = plain + (d.cluster_projection(torch.tensor([3, 7])) * features).sum(dim=1)
         torch.testing.assert_close(d(x, torch.tensor([3, 7])), projected)
 
 
 def test_z_picks_each_cluster_as_often_as_its_share_and_switches_the_image_at_its_cuts():
-    prior, g = ClusterPrior(clusters=4, digits=None), Generator(latent_dim=16, width=8, clusters=4).eval()
+    prior, g = ClusterPrior(num_clusters=4, num_digits=None), Generator(latent_dim=16, width=8, num_clusters=4).eval()
     shares = torch.tensor([0.1, 0.2, 0.3, 0.4])
     prior.set_shares(shares)
     z = torch.randn(200_000, 16, generator=torch.Generator().manual_seed(0))
@@ -84,7 +84,7 @@ def test_z_picks_each_cluster_as_often_as_its_share_and_switches_the_image_at_it
 def test_with_digits_z_picks_among_the_given_digits_clusters_by_their_shares():
     """Each digit has clusters/digits clusters (digit d's are d*per_digit on), and z picks among the asked digit's,
     as often as each holds of that digit's training images."""
-    prior = ClusterPrior(clusters=6, digits=2)
+    prior = ClusterPrior(num_clusters=6, num_digits=2)
     prior.set_shares(torch.tensor([0.05, 0.15, 0.3, 0.1, 0.1, 0.3]))  # digit 0: 0.1/0.3/0.6 of its own
     z = torch.randn(200_000, 16, generator=torch.Generator().manual_seed(0))
     for digit, expected in ((0, [0.1, 0.3, 0.6]), (1, [0.2, 0.2, 0.6])):
@@ -92,7 +92,7 @@ def test_with_digits_z_picks_among_the_given_digits_clusters_by_their_shares():
         shares = torch.bincount(clusters - 3 * digit, minlength=3) / len(z)
         assert clusters.min() >= 3 * digit and clusters.max() < 3 * (digit + 1)
         torch.testing.assert_close(shares, torch.tensor(expected), atol=0.005, rtol=0)
-    g = Generator(latent_dim=16, width=8, clusters=6).eval()
+    g = Generator(latent_dim=16, width=8, num_clusters=6).eval()
     z = torch.randn(1, 16).repeat(2, 1)
     with torch.no_grad():
         zero, one = DigitGenerator(g, prior)(z, torch.tensor([0, 1]))

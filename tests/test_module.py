@@ -54,7 +54,8 @@ def test_d_step_changes_only_d_and_g_step_only_g(mnist_root):
     probe = ParameterProbe()
     trainer = quiet_trainer(steps=1, callbacks=[probe])
     trainer.fit(
-        dcgan(g_width=16, d_width=16, clusters=10), datamodule=data_module(mnist_root, batch_size=16, clusters=10)
+        dcgan(g_width=16, d_width=16, num_clusters=10),
+        datamodule=data_module(mnist_root, batch_size=16, num_clusters=10),
     )
     before_d, before_g, after_batch = probe.snapshots
     assert probe.stepped == ["discriminator", "generator"]
@@ -90,14 +91,14 @@ def test_instance_noise_std_anneals_linearly_to_zero():
 
 
 def test_a_cluster_gan_trains_d_on_the_clusters_of_real_digits_and_g_draws_them_by_share(mnist_root):
-    """model.clusters: no labels; D's real images carry their pixel clusters, and G picks a cluster from z."""
-    model = dcgan(g_width=16, d_width=16, clusters=10)
-    projection = model.discriminator.class_projection.weight.detach().clone()
-    data = data_module(mnist_root, clusters=10)
+    """model.num_clusters: no digits; D's real images carry their pixel clusters, and G picks a cluster from z."""
+    model = dcgan(g_width=16, d_width=16, num_clusters=10)
+    projection = model.discriminator.cluster_projection.weight.detach().clone()
+    data = data_module(mnist_root, num_clusters=10)
     quiet_trainer(steps=3).fit(model, datamodule=data)
     clusters = data.train_set.tensors[1]
     assert torch.equal(clusters, pixel_clusters(load_mnist_tensors(mnist_root, train=True)[0], 10))
-    assert not torch.equal(model.discriminator.class_projection.weight, projection)  # D learned from them
+    assert not torch.equal(model.discriminator.cluster_projection.weight, projection)  # D learned from them
     shares = torch.bincount(clusters, minlength=10) / len(clusters)
     z = torch.randn(100_000, 100, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(
@@ -110,10 +111,10 @@ def test_a_cluster_gan_trains_d_on_the_clusters_of_real_digits_and_g_draws_them_
 def test_a_conditional_gan_with_clusters_finds_them_within_each_digit_and_judges_fakes_with_the_asked_ones(
     mnist_root,
 ):
-    """model=cgan with model.clusters=20: 2 clusters of each digit's training images, digit d's numbered 2d and
+    """model=cgan with model.num_clusters=20: 2 clusters of each digit's training images, digit d's numbered 2d and
     2d+1; a fake asked for a digit is drawn, and judged by D, with one of that digit's clusters."""
-    model = dcgan(g_width=16, d_width=16, num_classes=10, clusters=20)
-    data = data_module(mnist_root, clusters=20, num_classes=10)
+    model = dcgan(g_width=16, d_width=16, num_digits=10, num_clusters=20)
+    data = data_module(mnist_root, num_clusters=20, num_digits=10)
     quiet_trainer(steps=3).fit(model, datamodule=data)
     images, digits = load_mnist_tensors(mnist_root, train=True)
     clusters = data.train_set.tensors[1]
@@ -137,7 +138,7 @@ class WeightsAfterEachStep(pl.Callback):
 
 
 def test_the_average_moves_as_torchs_own_ema_and_keeps_gs_batchnorm_counters():
-    g = dcgan(g_width=8, clusters=10).generator
+    g = dcgan(g_width=8, num_clusters=10).generator
     ours, torchs = MovingAverage(g, 0.9), AveragedModel(g, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
     for _ in range(3):
         g(torch.randn(4, 100), torch.randint(0, 10, (4,))).sum().backward()  # new BatchNorm statistics and counts
@@ -156,9 +157,9 @@ def test_the_average_moves_as_torchs_own_ema_and_keeps_gs_batchnorm_counters():
 
 def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_root):
     probe = WeightsAfterEachStep()
-    model = dcgan(g_width=16, d_width=16, clusters=10, ema_decay=0.75, ema_start_step=0)
+    model = dcgan(g_width=16, d_width=16, num_clusters=10, ema_decay=0.75, ema_start_step=0)
     trainer = quiet_trainer(steps=3, callbacks=[probe])
-    trainer.fit(model, datamodule=data_module(mnist_root, batch_size=16, clusters=10))
+    trainer.fit(model, datamodule=data_module(mnist_root, batch_size=16, num_clusters=10))
     first, second, third = (w["net.0.weight"] for w in probe.weights)
     # The first update copies G; each later one moves the average a quarter of the way to G.
     expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third
@@ -175,8 +176,8 @@ def test_ema_generator_averages_the_weights_and_is_what_samples_come_from(mnist_
 
 
 def test_the_average_of_g_starts_at_ema_start_step(mnist_root):
-    model = dcgan(g_width=8, d_width=8, clusters=10, ema_decay=0.5, ema_start_step=3)
-    data = data_module(mnist_root, batch_size=16, clusters=10)
+    model = dcgan(g_width=8, d_width=8, num_clusters=10, ema_decay=0.5, ema_start_step=3)
+    data = data_module(mnist_root, batch_size=16, num_clusters=10)
     trainer = quiet_trainer(steps=2)
     trainer.fit(model, datamodule=data)  # 2 training steps: before the start
     assert model.generator_ema.n_averaged.item() == 0

@@ -150,4 +150,4 @@ def test_recipe_search_trains_each_trial_for_the_same_wall_clock_budget(mnist_ro
         searched.append(model["lr"])
     assert len(set(searched)) == 2
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) >= {"model.g_width", "model.clusters", "model.ema_decay", "data.batch_size"}
+    assert set(best["best_params"]) >= {"model.g_width", "model.num_clusters", "model.ema_decay", "data.batch_size"}

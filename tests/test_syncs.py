@@ -113,7 +113,7 @@ def allowed(step: int) -> bool:
     [
         # The default recipe with its moving average of G started at step 3, and the reference recipe
         # (dropout, label smoothing, instance noise) that experiment=reference_script times.
-        pytest.param(("experiment=smoke", "model.ema_start_step=3", "model.clusters=10"), marks=pytest.mark.gpu),
+        pytest.param(("experiment=smoke", "model.ema_start_step=3", "model.num_clusters=10"), marks=pytest.mark.gpu),
         pytest.param(("experiment=reference_script",), marks=pytest.mark.slow),
     ],
     ids=["default", "reference_script"],
@@ -149,7 +149,7 @@ class SyncDebug(pl.Callback):
 def test_steady_steps_on_a_gpu_never_wait_for_it(graphed, mnist_root, tmp_path):
     """No read and no wait either (a copy from the host's pageable memory, a synchronize), eager and graphed (strict:
     the graphs must have run)."""
-    overrides = ("experiment=smoke", "model.ema_start_step=3", "model.clusters=10", "trainer=gpu")
+    overrides = ("experiment=smoke", "model.ema_start_step=3", "model.num_clusters=10", "trainer=gpu")
     overrides += ("+callbacks.sync_debug._target_=tests.test_syncs.SyncDebug", f"data.root={mnist_root}")
     if graphed:
         overrides += ("callbacks.cuda_graph.enabled=true", "callbacks.cuda_graph.strict=true")

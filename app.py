@@ -22,6 +22,7 @@ from PIL import Image
 from dcgan import cli
 from dcgan.checkpoints import read_checkpoint, run_folder, saved_at
 from dcgan.errors import UserFacingError
+from dcgan.files import write_atomically
 from dcgan.module import load_generator
 from dcgan.sampling import grid_columns, latents, save_grid, save_sample_grid, walk
 from dcgan.schema import App
@@ -90,8 +91,10 @@ class Demo:
         save_grid(images, strip, steps)
         with Image.open(strip) as picture:  # each frame is a cell of the strip, with its 2-pixel border
             frames = [picture.crop((30 * i, 0, 30 * i + 32, 32)).convert("L") for i in range(steps)]
-        gif = strip.with_suffix(".gif")  # there and back, then again
-        frames[0].save(gif, save_all=True, append_images=frames[1:] + frames[-2:0:-1], duration=100, loop=0)
+        gif, there_and_back = strip.with_suffix(".gif"), frames[1:] + frames[-2:0:-1]  # then again: loop=0
+        write_atomically(
+            gif, lambda f: frames[0].save(f, "GIF", save_all=True, append_images=there_and_back, duration=100, loop=0)
+        )
         return str(gif), str(strip)
 
     def items(self, source: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""What the machine asks of a run: the precision it computes in, the device it draws on, how it keeps freed memory."""
+"""What the machine has and asks of a run: its GPUs and free memory (a value it cannot do is refused before the
+run), the precision a run computes in, the device it draws on, how it keeps freed memory."""
 
 import ctypes
 import json

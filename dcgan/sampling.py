@@ -8,6 +8,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from dcgan.errors import UserFacingError
+from dcgan.files import write_atomically
 from dcgan.models import DigitGenerator
 
 
@@ -89,9 +90,10 @@ def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int) -> torch.Tensor:
-    """The grid of `images` as a PNG file at `path`; returns the grid."""
+    """The grid of `images` as a PNG file at `path`, written whole (the page's requests at once may write the same
+    file while another reads it); returns the grid."""
     picture = grid(images, columns)
-    save_image(picture, path)
+    write_atomically(path, lambda f: save_image(picture, f, format="png"))
     return picture
 
 

@@ -279,16 +279,22 @@ def test_requests_at_once_leave_the_model_as_loaded(smoke_run, tmp_path):
     loaded = {key: value.clone() for key, value in demo.generator.state_dict().items()}
     expected = sample(demo.generator, 100, seed=1)[0]
 
-    def requests():
-        for seed in range(10):
-            demo.grid(seed, 100)
-            demo.walk(seed, seed + 1, 8)
+    failures = []
+
+    def requests():  # the same requests in each thread: they write the same files at once
+        try:
+            for seed in range(10):
+                demo.grid(seed, 100)
+                demo.walk(seed, seed + 1, 8)
+        except Exception as err:  # a thread's exception would otherwise only be a warning
+            failures.append(err)
 
     threads = [threading.Thread(target=requests) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert not failures, failures
     changed = [key for key, value in demo.generator.state_dict().items() if not torch.equal(value, loaded[key])]
     assert not changed, f"drawing at once changed {changed}"
     assert torch.equal(sample(demo.generator, 100, seed=1)[0], expected)

@@ -142,7 +142,7 @@ def test_recipe_search_trains_each_trial_for_the_same_wall_clock_budget(mnist_ro
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         assert config["trainer"]["precision"] == "auto" and config["trainer"]["max_time"] == "00:00:00:08"
         model = config["model"]
-        assert model["g_width"] in (32, 64, 96) and model["clusters"] in (None, 100, 200)
+        assert model["g_width"] in (32, 64, 96) and model["num_clusters"] in (None, 100, 200)
         assert model["betas"] in ([0.5, 0.999], [0.0, 0.99], [0.5, 0.9])  # quoted choices arrive as lists
         assert model["label_smoothing"] in (None, [0.8, 1.0], [0.9, 1.0])
         metrics = json.loads((job / "final_metrics.json").read_text())
